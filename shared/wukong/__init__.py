@@ -1,0 +1,36 @@
+"""Wukong: run Dask task graphs on serverless functions with decentralized, locality-aware scheduling.
+
+    from wukong import LocalCluster, Client
+    with LocalCluster() as cluster:
+        client = Client(cluster)
+        result = x.compute(scheduler=client.get)
+"""
+
+from wukong.client import Client
+from wukong.config import WukongConfig
+from wukong.errors import (
+    GraphCycleError,
+    InvalidGraphError,
+    JobFailedError,
+    JobTimeoutError,
+    RedisUnavailableError,
+    RemoteTaskError,
+    WukongError,
+)
+from wukong.local.cluster import LocalCluster
+from wukong.report import JobReport
+
+__all__ = [
+    "Client",
+    "GraphCycleError",
+    "InvalidGraphError",
+    "JobFailedError",
+    "JobReport",
+    "JobTimeoutError",
+    "LocalCluster",
+    "RedisUnavailableError",
+    "RemoteTaskError",
+    "WukongConfig",
+    "WukongError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Wukong's one configuration model.
+
+Every knob lives in :class:`WukongConfig`. Precedence is: explicit keyword
+arguments, then ``WUKONG_*`` environment variables, then the defaults below.
+The seed's ``LocalCluster`` keyword names are accepted as fields; the ones that
+only mean something on AWS are documented as such and ignored locally.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Environment variable that names an existing Redis server (the MDS and only KV shard).
+ENV_REDIS_URL = "REDIS_URL"
+#: Prefix of every environment variable read into :class:`WukongConfig`.
+ENV_PREFIX = "WUKONG_"
+
+MB = 1024 * 1024
+
+
+class WukongConfig(BaseSettings):
+    """All of Wukong's settings, validated.
+
+    Sizes are in bytes, durations in seconds.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_assignment=True)
+
+    # --- storage -------------------------------------------------------------------------
+    redis_endpoints: list[tuple[str, int]] | None = Field(
+        default=None,
+        description="Existing Redis servers as (host, port). The first is the metadata store (MDS); "
+        "all of them are intermediate KV shards. None: use REDIS_URL, else start an embedded server.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="URL of an existing Redis server used as MDS and only KV shard. "
+        "Also read from the plain REDIS_URL environment variable.",
+    )
+    redis_password: str | None = Field(default=None, description="AUTH password for redis_endpoints.")
+    num_kv_shards: int = Field(
+        default=1, ge=1, le=64, description="Embedded mode: how many Redis servers hold intermediate values."
+    )
+    job_ttl: int = Field(
+        default=6 * 3600, ge=60, description="Every job key expires this long after it was written."
+    )
+    redis_timeout: float = Field(default=30.0, gt=0, description="Socket timeout of Redis calls.")
+
+    # --- executors -----------------------------------------------------------------------
+    n_workers: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2),
+        ge=1,
+        le=1024,
+        description="Embedded mode: warm worker processes standing in for Lambda. "
+        "This is the executor concurrency limit.",
+    )
+    payload_limit: int = Field(
+        default=1 * MB,
+        ge=4096,
+        description="Largest invocation payload; upstream values travel inline while the payload fits "
+        "(1 MB is the Lambda asynchronous invoke limit).",
+    )
+    big_task_threshold: int = Field(
+        default=200 * MB,
+        ge=0,
+        description="Outputs this big or bigger keep their dependents in the same executor (clustering).",
+    )
+    max_task_fanout: int = Field(
+        default=10, ge=2, description="Fan-outs this wide are handed to the KV proxy when one is in use."
+    )
+    executors_use_task_queue: bool = Field(
+        default=True, description="Accepted from the seed; executors always keep local work queues."
+    )
+    chunk_large_tasks: bool = Field(default=False, description="Split very large outputs across KV shards.")
+    num_chunks_for_large_tasks: int | None = Field(default=None, ge=1)
+    limit_blas_threads: bool = Field(
+        default=True,
+        description="Embedded mode: pin BLAS/OpenMP to one thread per worker process so workers "
+        "do not oversubscribe the cores.",
+    )
+
+    # --- jobs ----------------------------------------------------------------------------
+    job_timeout: float | None = Field(
+        default=None, gt=0, description="Fail a job that has not finished after this many seconds."
+    )
+    progress: bool = Field(default=False, description="Show a progress bar on stderr for each job.")
+
+    # --- accepted from the seed, meaningful on AWS or with the proxy -----------------------
+    host: str | None = Field(default=None, description="Seed: scheduler host. Unused locally.")
+    proxy_address: str | None = Field(default=None, description="Seed: KV proxy address (AWS).")
+    proxy_port: int | None = Field(default=None, ge=1, le=65535, description="Seed: KV proxy port (AWS).")
+    num_lambda_invokers: int = Field(
+        default=16, ge=1, description="Parallel invokers for leaf executors (batching of leaf invokes)."
+    )
+    use_local_proxy: bool = Field(default=False, description="Seed: run a KV proxy locally.")
+    local_proxy_path: str | None = Field(default=None, description="Seed: path of the local proxy script.")
+    use_fargate: bool = Field(default=False, description="Seed: KV shards on Fargate (AWS only).")
+    aws_region: str | None = Field(default=None, description="AWS region (AWS only).")
+
+    # --- cost model (for the job report's estimate) -----------------------------------------
+    lambda_memory_mb: int = Field(default=3008, ge=128, le=10240)
+    lambda_price_per_gb_second: float = Field(default=0.0000166667, ge=0)
+    lambda_price_per_request: float = Field(default=0.0000002, ge=0)
+
+    @field_validator("redis_endpoints", mode="before")
+    @classmethod
+    def _parse_endpoints(cls, value: Any) -> Any:
+        """Accept [("h", p)], ["h:p"], or "h:p,h:p" (the form an environment variable has)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        parsed = []
+        for item in value:
+            if isinstance(item, str):
+                host, _, port = item.strip().rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"redis endpoint {item!r} is not of the form host:port")
+                item = (host, int(port))
+            host, port = item
+            parsed.append((str(host), int(port)))
+        if not parsed:
+            raise ValueError("redis_endpoints is empty; give at least one (host, port) or leave it unset")
+        return parsed
+
+    @model_validator(mode="after")
+    def _plain_redis_url(self) -> "WukongConfig":
+        if self.redis_url is None and self.redis_endpoints is None and os.environ.get(ENV_REDIS_URL):
+            # bypass validate_assignment recursion: object.__setattr__ is what pydantic itself uses
+            object.__setattr__(self, "redis_url", os.environ[ENV_REDIS_URL])
+        return self
+
+    @property
+    def uses_external_redis(self) -> bool:
+        return self.redis_endpoints is not None or self.redis_url is not None
+
+
+def make_config(config: WukongConfig | None = None, **overrides: Any) -> WukongConfig:
+    """Build a config: ``overrides`` beat ``config`` (or the environment), which beats defaults.
+
+    Keyword arguments whose value is None are treated as "not given", so callers can pass
+    their optional parameters straight through.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        return WukongConfig(**given)
+    if not given:
+        return config
+    merged = config.model_dump(exclude_unset=True)
+    merged.update(given)
+    return WukongConfig(**merged)

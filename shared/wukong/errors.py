@@ -1,0 +1,38 @@
+"""Exceptions Wukong raises itself.
+
+A task's own exception is re-raised with its original type, with a PEP 678 note naming the
+task; these classes cover everything else.
+"""
+
+from __future__ import annotations
+
+
+class WukongError(Exception):
+    """Base class of Wukong's own errors."""
+
+
+class InvalidGraphError(WukongError, TypeError):
+    """The object passed as a graph is not a Dask graph."""
+
+
+class GraphCycleError(WukongError, ValueError):
+    """The graph has a cycle."""
+
+
+class JobFailedError(WukongError):
+    """A job failed for a reason other than a task's own exception."""
+
+
+class JobTimeoutError(WukongError, TimeoutError):
+    """A job did not finish within its timeout."""
+
+
+class RemoteTaskError(WukongError):
+    """A task raised an exception that could not be sent back as itself (it does not pickle).
+
+    The message holds the original type, message and traceback.
+    """
+
+
+class RedisUnavailableError(WukongError, ConnectionError):
+    """No Redis server could be reached or started."""

@@ -1,0 +1,222 @@
+"""The executor: runs one invocation, then schedules itself down its path until no work is left.
+
+This is the I/O half; every decision comes from :mod:`wukong.decisions`. Storage and the invoke
+backend are injected, so the same class runs in a local worker process and in a Lambda.
+An executor never waits for another one: at a fan-in it bumps the counter and, unless it
+completed the counter, simply stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from wukong import decisions
+from wukong.invocation import Invocation, Invoker
+from wukong.schedule import Path, TaskRecord
+from wukong.serialization import dumps, loads
+from wukong.storage import JobStorage, RedisStores, StorageStats
+
+#: How often a long-running executor checks whether its job has ended, and reports progress.
+CHECK_INTERVAL = 1.0
+
+
+class JobEnded(Exception):
+    """The job failed or was cancelled elsewhere; this executor stops quietly."""
+
+
+@dataclass
+class _Counts:
+    tasks: int = 0
+    invoked: int = 0
+    payload_bytes: int = 0
+    task_seconds: float = 0.0
+
+    def drain(self) -> dict[str, Any]:
+        out = {"tasks": self.tasks, "invoked": self.invoked, "payload_bytes": self.payload_bytes,
+               "task_seconds": self.task_seconds}
+        self.tasks = self.invoked = self.payload_bytes = 0
+        self.task_seconds = 0.0
+        return out
+
+
+@dataclass
+class Executor:
+    """Runs invocations against the given stores, invoking further executors through ``invoker``."""
+
+    stores: RedisStores
+    invoker: Invoker
+    worker_id: str = field(default_factory=lambda: f"pid{os.getpid()}")
+
+    def handle(self, inv: Invocation) -> None:
+        """Run one invocation to its end. Task errors end the job; they are not raised here."""
+        started = time.perf_counter()
+        job = inv.job
+        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs)
+        run = _Run(self, inv, storage)
+        current = inv.start
+        try:
+            if storage.has_ended():
+                return
+            run.execute()
+        except JobEnded:
+            pass
+        except _TaskRaised as raised:
+            storage.end_job("failed", raised.event)
+        except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
+            current = run.current if run.current is not None else current
+            storage.end_job("failed", failure_event(run.key_of(current), exc, internal=True))
+        finally:
+            counts = run.counts.drain()
+            counts.update(storage.stats.as_dict())
+            counts["executors_finished"] = 1
+            counts["busy_seconds"] = time.perf_counter() - started
+            try:
+                storage.flush_counts(counts)
+            except Exception:  # statistics are best effort; the job's outcome is already decided
+                pass
+
+
+class _TaskRaised(Exception):
+    def __init__(self, event: dict):
+        self.event = event
+
+
+class _Run:
+    """The state of one invocation: known schedule records, values in memory, local work queue."""
+
+    def __init__(self, executor: Executor, inv: Invocation, storage: JobStorage):
+        self.executor = executor
+        self.inv = inv
+        self.job = inv.job
+        self.storage = storage
+        self.records: dict[int, TaskRecord] = dict(inv.records)
+        if inv.path_blob is not None:
+            self.records.update(loads(inv.path_blob).records)
+        self.memory: dict[int, Any] = {tid: loads(blob) for tid, blob in inv.inline_values.items()}
+        self.counts = _Counts()
+        self.current: int | None = None
+        self.last_check = time.monotonic()
+
+    def key_of(self, tid: int) -> Any:
+        record = self.records.get(tid)
+        return record.key if record is not None else f"<task id {tid}>"
+
+    def record(self, tid: int, path: int | None) -> TaskRecord:
+        """The record of ``tid``, reading the path that owns it the first time it is needed."""
+        if tid not in self.records:
+            if path is None:
+                raise LookupError(f"invocation for task id {tid} carries neither its record nor its path")
+            loaded: Path = loads(self.storage.get_path(path))
+            for t, rec in loaded.records.items():
+                self.records.setdefault(t, rec)
+        return self.records[tid]
+
+    def execute(self) -> None:
+        queue: deque[TaskRecord] = deque([self.record(self.inv.start, self.inv.start_path)])
+        while queue:
+            record = queue.popleft()
+            self.current = record.tid
+            self._maybe_check_ended()
+            value = self._run_task(record)
+            local = self._schedule_after(record, value)
+            path_of = {ref.tid: ref.path for ref in record.dependents}
+            for tid in local:
+                queue.append(self.record(tid, path_of[tid]))
+            if local:
+                self.memory[record.tid] = value
+            keep = decisions.still_needed(list(queue))
+            for tid in [t for t in self.memory if t not in keep]:
+                del self.memory[tid]
+
+    def _run_task(self, record: TaskRecord) -> Any:
+        missing = [tid for tid, _ in record.deps if tid not in self.memory]
+        if missing:
+            for tid, blob in self.storage.get_values(missing).items():
+                self.memory[tid] = loads(blob)
+        args = {key: self.memory[tid] for tid, key in record.deps}
+        t0 = time.perf_counter()
+        try:
+            value = record.node(args)
+        except Exception as exc:
+            raise _TaskRaised(failure_event(record.key, exc)) from exc
+        self.counts.task_seconds += time.perf_counter() - t0
+        self.counts.tasks += 1
+        return value
+
+    def _schedule_after(self, record: TaskRecord, value: Any) -> list[int]:
+        """Store, publish, bump counters and invoke as decided; returns the tasks to run here."""
+        blob = dumps(value) if decisions.needs_size(record) else None
+        nbytes = None if blob is None else len(blob)
+        steps = decisions.after_task(record, nbytes, self.job.payload_limit, self.job.big_task_threshold)
+        stored = False
+        if steps.store_value:
+            self.storage.put_value(record.tid, blob)
+            stored = True
+        if steps.publish_result:
+            self.storage.store_result(record.tid, blob)
+        claimed = self.storage.bump_counters(steps.fan_in)
+        local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
+        if remote:
+            inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)
+            if not inline and not stored:
+                self.storage.put_value(record.tid, blob)
+            self._invoke(record, remote, blob if inline else None)
+        return local
+
+    def _invoke(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> None:
+        payloads = []
+        path_of = {ref.tid: ref.path for ref in upstream.dependents}
+        for tid in tids:
+            rec = self.records.get(tid)
+            inv = Invocation(
+                job=self.job,
+                start=tid,
+                start_path=path_of[tid],
+                inline_values={upstream.tid: blob} if blob is not None else {},
+                records={tid: rec} if rec is not None else {},
+            )
+            data = dumps(inv)
+            if len(data) > self.job.payload_limit and inv.records:
+                inv.records = {}  # a huge task spec: the new executor reads its path instead
+                data = dumps(inv)
+            payloads.append(data)
+            self.counts.payload_bytes += len(data)
+        self.executor.invoker.invoke(payloads)
+        self.counts.invoked += len(payloads)
+
+    def _maybe_check_ended(self) -> None:
+        now = time.monotonic()
+        if now - self.last_check < CHECK_INTERVAL:
+            return
+        self.last_check = now
+        counts = self.counts.drain()
+        counts.update(self.storage.stats.as_dict())
+        self.storage.stats = StorageStats()
+        self.storage.flush_counts(counts)
+        if self.storage.has_ended():
+            raise JobEnded()
+
+
+def failure_event(key: Any, exc: BaseException, internal: bool = False) -> dict:
+    """A JSON-able description of a failed task, carrying the pickled exception when it pickles."""
+    try:
+        exc_blob = base64.b64encode(dumps(exc)).decode()
+        loads(base64.b64decode(exc_blob))
+    except Exception:
+        exc_blob = None
+    return {
+        "kind": "error",
+        "key": repr(key),
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc)[:4000],
+        "traceback": "".join(traceback.format_exception(exc))[-8000:],
+        "exception": exc_blob,
+        "internal": internal,
+        "worker": f"pid{os.getpid()}",
+    }

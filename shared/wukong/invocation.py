@@ -1,0 +1,48 @@
+"""What one executor invocation carries, and the small interface every invoke backend implements.
+
+An :class:`Invocation` names the job, the task to start from, where storage is, and may carry
+upstream values and schedule records inline, as long as the serialized payload fits under the
+payload limit. Backends (local worker queue, AWS Lambda) only move the bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from wukong.schedule import TaskRecord
+from wukong.storage import StorageSpec
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Per-job settings every executor of the job needs."""
+
+    job_id: str
+    storage: StorageSpec
+    ttl: int
+    n_outputs: int
+    payload_limit: int
+    big_task_threshold: int
+
+
+@dataclass
+class Invocation:
+    """The payload of one executor invocation."""
+
+    job: JobSettings
+    start: int  # task id to run first
+    start_path: int | None = None  # the path holding the start task's record, when not sent along
+    inline_values: dict[int, bytes] = field(default_factory=dict)  # serialized upstream outputs
+    records: dict[int, TaskRecord] = field(default_factory=dict)  # schedule records sent along
+    path_blob: bytes | None = None  # a whole serialized Path sent along (leaf invocations)
+    attempt: int = 0
+
+
+class Invoker(abc.ABC):
+    """Starts executors asynchronously: ``invoke`` returns before they run."""
+
+    @abc.abstractmethod
+    def invoke(self, payloads: Sequence[bytes]) -> None:
+        """Start one executor per serialized :class:`Invocation`."""

@@ -1,0 +1,189 @@
+"""One job's life on any backend: plan, invoke the leaves, await completion, finalize.
+
+:class:`JobRun` is the plain orchestration that the local runtime runs in the client process and
+that Step Functions runs as states on AWS. It only talks to storage and to an
+:class:`~wukong.invocation.Invoker`, never to a backend directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask.local import nested_get
+
+from wukong.config import WukongConfig
+from wukong.errors import JobFailedError, JobTimeoutError, RemoteTaskError
+from wukong.graph import TaskGraph
+from wukong.invocation import Invocation, Invoker, JobSettings
+from wukong.report import JobReport, estimate_lambda_cost
+from wukong.schedule import JobPlan, generate_schedules
+from wukong.serialization import dumps, loads
+from wukong.storage import JobStorage, RedisStores
+
+#: How long finalize waits for straggling executors to report their counts.
+SETTLE_TIMEOUT = 2.0
+
+ProgressCallback = Callable[[int, int], None]  # (tasks done, total)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class PlannedJob:
+    """A planned job: its schedules are in the MDS and its leaf payloads are ready to send."""
+
+    settings: JobSettings
+    plan: JobPlan
+    leaf_payloads: list[bytes]
+    plan_seconds: float
+
+
+def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id: str | None = None) -> PlannedJob:
+    """Generate the static schedules, write them to the MDS, and build one payload per leaf."""
+    t0 = time.perf_counter()
+    plan = generate_schedules(graph)
+    settings = JobSettings(
+        job_id=job_id or new_job_id(),
+        storage=stores.spec,
+        ttl=config.job_ttl,
+        n_outputs=len(plan.output_ids),
+        payload_limit=config.payload_limit,
+        big_task_threshold=config.big_task_threshold,
+    )
+    storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
+    blobs = [dumps(path) for path in plan.paths]
+    storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": time.time()})
+    payloads = []
+    for path, blob in zip(plan.paths, blobs):
+        inv = Invocation(job=settings, start=path.leaf, start_path=path.pid, path_blob=blob)
+        data = dumps(inv)
+        if len(data) > config.payload_limit:
+            inv.path_blob = None  # the executor reads its path from the MDS instead
+            data = dumps(inv)
+        payloads.append(data)
+    return PlannedJob(settings, plan, payloads, time.perf_counter() - t0)
+
+
+class JobRun:
+    """Drives one job to its end and turns the outcome into results or an exception."""
+
+    def __init__(self, graph: TaskGraph, stores: RedisStores, invoker: Invoker, config: WukongConfig,
+                 progress: ProgressCallback | None = None):
+        self.graph = graph
+        self.stores = stores
+        self.invoker = invoker
+        self.config = config
+        self.progress = progress
+        self.report: JobReport | None = None
+
+    def run(self) -> Any:
+        """Run the job; return the requested keys' values in the shape they were asked for."""
+        started = time.perf_counter()
+        job = plan_job(self.graph, self.stores, self.config)
+        storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
+        status = "failed"
+        try:
+            self.invoker.invoke(job.leaf_payloads)
+            event = self._await(storage, started)
+            if event["kind"] == "done":
+                blobs = storage.results(list(job.plan.output_ids))
+                values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
+                status = "succeeded"
+                return nested_get(self.graph.requested, values)
+            status = "timed out" if event.get("reason") == "timeout" else "failed"
+            raise_job_error(event)
+        finally:
+            self.report = self._finalize(storage, job, started, status)
+
+    def _await(self, storage: JobStorage, started: float) -> dict:
+        total = len(self.graph)
+        deadline = None if self.config.job_timeout is None else started + self.config.job_timeout
+        poll = 0.2 if self.progress else 1.0
+        while True:
+            event = storage.wait_event(timeout=poll)
+            if self.progress:
+                self.progress(total if event and event["kind"] == "done" else storage.tasks_done(), total)
+            if event is not None:
+                return event
+            if deadline is not None and time.perf_counter() > deadline:
+                timeout_event = {
+                    "kind": "error", "reason": "timeout",
+                    "message": f"job {storage.job_id} did not finish within job_timeout="
+                               f"{self.config.job_timeout} s ({storage.tasks_done()} of {total} tasks done)",
+                }
+                storage.end_job("timeout", timeout_event)
+                # the first ending event wins: a failure that raced us is reported instead
+                return storage.wait_event(timeout=1.0) or timeout_event
+
+    def _finalize(self, storage: JobStorage, job: PlannedJob, started: float, status: str) -> JobReport:
+        n_leaves = len(job.leaf_payloads)
+        counts = storage.read_counts()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while counts.get("executors_finished", 0) < n_leaves + counts.get("invoked", 0):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+            counts = storage.read_counts()
+        wall = time.perf_counter() - started
+        storage.cleanup(job.plan.n_tasks, len(job.plan.paths))
+        mine = storage.stats
+        c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
+        executors = n_leaves + c.get("invoked", 0)
+        busy = counts.get("busy_seconds", 0.0)
+        return JobReport(
+            job_id=job.settings.job_id,
+            status=status,
+            n_tasks=job.plan.n_tasks,
+            n_leaves=n_leaves,
+            tasks_run=c.get("tasks", 0),
+            executors_invoked=executors,
+            executors_finished=c.get("executors_finished", 0),
+            mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
+            kv_ops=c.get("kv_ops", 0) + mine.kv_ops,
+            round_trips=c.get("round_trips", 0) + mine.round_trips,
+            kv_bytes_written=c.get("kv_bytes_written", 0),
+            kv_bytes_read=c.get("kv_bytes_read", 0),
+            payload_bytes=c.get("payload_bytes", 0) + sum(len(p) for p in job.leaf_payloads),
+            result_bytes=mine.mds_bytes_read,
+            plan_seconds=job.plan_seconds,
+            wall_seconds=wall,
+            executor_seconds=busy,
+            task_seconds=counts.get("task_seconds", 0.0),
+            estimated_cost_usd=estimate_lambda_cost(
+                executors, busy, self.config.lambda_memory_mb,
+                self.config.lambda_price_per_gb_second, self.config.lambda_price_per_request,
+            ),
+        )
+
+
+def raise_job_error(event: dict) -> None:
+    """Re-raise a failure event: the task's own exception type, with a note naming the task."""
+    if event.get("reason") == "timeout":
+        raise JobTimeoutError(event["message"])
+    if event.get("reason") == "cancelled":
+        raise JobFailedError(event.get("message", "job cancelled"))
+    key = event.get("key", "<unknown>")
+    exc: BaseException | None = None
+    if event.get("exception"):
+        try:
+            exc = loads(base64.b64decode(event["exception"]))
+        except Exception:
+            exc = None
+    if event.get("internal"):
+        raise JobFailedError(
+            f"Wukong failed while running task {key}: {event.get('type')}: {event.get('message')}\n"
+            f"{event.get('traceback', '')}"
+        ) from exc
+    if not isinstance(exc, BaseException):
+        exc = RemoteTaskError(f"task {key} raised {event.get('type')}: {event.get('message')}")
+    exc.add_note(f"Wukong: raised by task {key} in executor {event.get('worker', '?')}")
+    if event.get("traceback"):
+        exc.add_note("Remote traceback:\n" + event["traceback"].rstrip())
+    raise exc

@@ -1,0 +1,136 @@
+"""``LocalCluster``: the embedded default runtime, on one machine, with no cloud account.
+
+It finds or starts Redis (the MDS and KV shards), starts the warm worker processes that stand
+in for Lambda, and hands :class:`~wukong.client.Client` the stores and the invoker. The seed's
+keyword arguments are accepted; those with no meaning on one machine are documented in
+``WukongConfig`` and ignored here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+from wukong.config import WukongConfig, make_config
+from wukong.errors import RedisUnavailableError
+from wukong.local.redis_server import RedisServerProcess, find_redis_binary
+from wukong.local.workers import RedisQueueInvoker, WorkerPool
+from wukong.storage import RedisStores, StorageSpec
+
+
+class LocalCluster:
+    """Redis plus a pool of local executor processes. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        proxy_address: str | None = None,
+        proxy_port: int | None = None,
+        num_lambda_invokers: int | None = None,
+        chunk_large_tasks: bool | None = None,
+        n_workers: int | None = None,
+        use_local_proxy: bool | None = None,
+        local_proxy_path: str | None = None,
+        redis_endpoints: list[tuple[str, int]] | None = None,
+        use_fargate: bool | None = None,
+        max_task_fanout: int | None = None,
+        big_task_threshold: int | None = None,
+        num_chunks_for_large_tasks: int | None = None,
+        executors_use_task_queue: bool | None = None,
+        aws_region: str | None = None,
+        *,
+        config: WukongConfig | None = None,
+        **settings: Any,
+    ):
+        self.config = make_config(
+            config,
+            host=host, proxy_address=proxy_address, proxy_port=proxy_port,
+            num_lambda_invokers=num_lambda_invokers, chunk_large_tasks=chunk_large_tasks,
+            n_workers=n_workers, use_local_proxy=use_local_proxy, local_proxy_path=local_proxy_path,
+            redis_endpoints=redis_endpoints, use_fargate=use_fargate, max_task_fanout=max_task_fanout,
+            big_task_threshold=big_task_threshold, num_chunks_for_large_tasks=num_chunks_for_large_tasks,
+            executors_use_task_queue=executors_use_task_queue, aws_region=aws_region, **settings,
+        )
+        self.servers: list[RedisServerProcess] = []
+        self.stores: RedisStores | None = None
+        self.pool: WorkerPool | None = None
+        self.queue_key = f"wukong:cluster:{uuid.uuid4().hex[:12]}:invocations"
+        try:
+            self.spec = self._storage_spec()
+            self.stores = RedisStores(self.spec)
+            self._check_reachable()
+            self.pool = WorkerPool(
+                self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads
+            ).start()
+            self.invoker = RedisQueueInvoker(self.stores.mds, self.queue_key)
+        except BaseException:
+            self.close()
+            raise
+
+    def _storage_spec(self) -> StorageSpec:
+        cfg = self.config
+        if cfg.redis_endpoints:
+            eps = tuple(cfg.redis_endpoints)
+            return StorageSpec(mds=eps[0], kv=eps, password=cfg.redis_password, timeout=cfg.redis_timeout)
+        if cfg.redis_url:
+            url = urlparse(cfg.redis_url)
+            if url.scheme not in ("redis", "") or not url.hostname:
+                raise ValueError(f"REDIS_URL {cfg.redis_url!r} must look like redis://[:password@]host:port")
+            ep = (url.hostname, url.port or 6379)
+            return StorageSpec(mds=ep, kv=(ep,), password=url.password or cfg.redis_password,
+                               timeout=cfg.redis_timeout)
+        binary = find_redis_binary()
+        first = RedisServerProcess(binary).start()
+        self.servers.append(first)
+        for _ in range(cfg.num_kv_shards - 1):
+            self.servers.append(RedisServerProcess(binary, password=first.password).start())
+        return StorageSpec(
+            mds=first.endpoint,
+            kv=tuple(s.endpoint for s in self.servers),
+            password=first.password,
+            timeout=cfg.redis_timeout,
+        )
+
+    def _check_reachable(self) -> None:
+        for name, client in [("MDS", self.stores.mds), *self.stores.shards.items()]:
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                raise RedisUnavailableError(
+                    f"cannot reach Redis {name} ({exc}); check redis_endpoints / REDIS_URL and the password"
+                ) from exc
+
+    @property
+    def n_workers(self) -> int:
+        return self.config.n_workers
+
+    def close(self) -> None:
+        """Stop every worker process and every Redis server this cluster started."""
+        if self.pool is not None:
+            self.pool.stop(self.stores.mds if self.stores is not None else None)
+            self.pool = None
+        if self.stores is not None:
+            self.stores.close()
+            self.stores = None
+        for server in self.servers:
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.pool is None else f"{self.pool.alive()} workers"
+        return f"<LocalCluster redis={self.spec.mds if hasattr(self, 'spec') else None} {state}>"

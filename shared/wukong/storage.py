@@ -1,0 +1,332 @@
+"""The storage manager: one metadata store (MDS) and N intermediate KV shards, all Redis.
+
+The MDS holds schedules, fan-in counters, job events and final results; intermediate values
+are spread over the KV shards by consistent hashing (uhashring). Every key is namespaced by
+job id and carries a TTL, and :meth:`JobStorage.cleanup` deletes a job's keys from the plan
+alone, without SCAN. Each method is one round trip; :class:`StorageStats` counts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from uhashring import HashRing
+
+from wukong.schedule import DependentRef
+
+Endpoint = tuple[str, int]
+_BATCH = 1000
+
+# Sets the dependency's bit; returns 1 for a counter this call completed. A bit that was
+# already set (a duplicated or retried upstream) never completes a counter, so each fan-in
+# task is claimed exactly once.
+_FAN_IN = """
+local out = {}
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local slot = ARGV[2 * i]
+  local need = tonumber(ARGV[2 * i + 1])
+  local was = redis.call('SETBIT', key, slot, 1)
+  redis.call('EXPIRE', key, ttl)
+  if was == 0 and redis.call('BITCOUNT', key) == need then out[i] = 1 else out[i] = 0 end
+end
+return out
+"""
+
+# Stores one final result once; the call that stores the last one pushes the done event.
+_STORE_RESULT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  local n = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  if n == tonumber(ARGV[2]) then
+    redis.call('RPUSH', KEYS[3], ARGV[4])
+    redis.call('EXPIRE', KEYS[3], ARGV[3])
+    return 1
+  end
+end
+return 0
+"""
+
+# Marks the job ended (failed or cancelled); only the first such call pushes its event.
+_END_JOB = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where a job's Redis servers are; small and picklable, so it travels in payloads."""
+
+    mds: Endpoint
+    kv: tuple[Endpoint, ...]
+    password: str | None = None
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:  # never print the password
+        return f"StorageSpec(mds={self.mds}, kv={self.kv})"
+
+
+@dataclass
+class StorageStats:
+    """Redis traffic of one executor or client, by store."""
+
+    mds_ops: int = 0
+    kv_ops: int = 0
+    round_trips: int = 0
+    kv_bytes_written: int = 0
+    kv_bytes_read: int = 0
+    mds_bytes_written: int = 0
+    mds_bytes_read: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def connect(endpoint: Endpoint, spec: StorageSpec) -> redis.Redis:
+    host, port = endpoint
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=spec.password,
+        socket_timeout=spec.timeout,
+        socket_connect_timeout=min(spec.timeout, 5.0),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        health_check_interval=30,
+    )
+
+
+class RedisStores:
+    """Connections to the MDS and the KV shards, plus the hash ring; shared by a process's jobs."""
+
+    def __init__(self, spec: StorageSpec):
+        self.spec = spec
+        self.mds = connect(spec.mds, spec)
+        self.shards = {f"{h}:{p}": connect((h, p), spec) for h, p in spec.kv}
+        self.ring = HashRing(nodes=list(self.shards))
+        self._fan_in = self.mds.register_script(_FAN_IN)
+        self._store_result = self.mds.register_script(_STORE_RESULT)
+        self._end_job = self.mds.register_script(_END_JOB)
+
+    def shard_for(self, key: str) -> redis.Redis:
+        return self.shards[self.ring.get_node(key)]
+
+    def close(self) -> None:
+        for client in [self.mds, *self.shards.values()]:
+            client.close()
+
+
+class KeySpace:
+    """Names of one job's keys. Values use task ids, never Dask keys."""
+
+    def __init__(self, job_id: str):
+        self.prefix = f"wk:{job_id}:"
+
+    def path(self, pid: int) -> str:
+        return f"{self.prefix}p:{pid}"
+
+    def value(self, tid: int) -> str:
+        return f"{self.prefix}v:{tid}"
+
+    def counter(self, tid: int) -> str:
+        return f"{self.prefix}c:{tid}"
+
+    def result(self, tid: int) -> str:
+        return f"{self.prefix}r:{tid}"
+
+    @property
+    def outputs_done(self) -> str:
+        return f"{self.prefix}outputs-done"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def ended(self) -> str:
+        return f"{self.prefix}ended"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta"
+
+
+@dataclass
+class JobStorage:
+    """One job's view of the stores; counts its own traffic in ``stats``."""
+
+    stores: RedisStores
+    job_id: str
+    ttl: int
+    n_outputs: int
+    stats: StorageStats = field(default_factory=StorageStats)
+
+    def __post_init__(self) -> None:
+        self.keys = KeySpace(self.job_id)
+
+    # --- plan -----------------------------------------------------------------------------
+    def write_plan(self, path_blobs: Sequence[bytes], meta: dict) -> None:
+        """All schedules plus job metadata, in pipelines of a thousand commands."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.set(self.keys.meta, json.dumps(meta), ex=self.ttl)
+        for pid, blob in enumerate(path_blobs):
+            pipe.set(self.keys.path(pid), blob, ex=self.ttl)
+            self.stats.mds_bytes_written += len(blob)
+            if len(pipe) >= _BATCH:
+                self._execute(pipe, mds=True)
+        self._execute(pipe, mds=True)
+
+    def get_path(self, pid: int) -> bytes:
+        blob = self.stores.mds.get(self.keys.path(pid))
+        self._count(mds=1)
+        if blob is None:
+            raise LookupError(f"schedule path {pid} of job {self.job_id} is missing (expired or cleaned up)")
+        self.stats.mds_bytes_read += len(blob)
+        return blob
+
+    # --- intermediate values ------------------------------------------------------------------
+    def put_value(self, tid: int, data: bytes) -> None:
+        key = self.keys.value(tid)
+        self.stores.shard_for(key).set(key, data, ex=self.ttl)
+        self._count(kv=1)
+        self.stats.kv_bytes_written += len(data)
+
+    def get_values(self, tids: Iterable[int]) -> dict[int, bytes]:
+        """Values of ``tids``, one MGET per shard; raises LookupError naming any that are missing."""
+        by_shard: dict[str, list[int]] = defaultdict(list)
+        for tid in tids:
+            by_shard[self.stores.ring.get_node(self.keys.value(tid))].append(tid)
+        out: dict[int, bytes] = {}
+        for node, group in by_shard.items():
+            blobs = self.stores.shards[node].mget([self.keys.value(t) for t in group])
+            self._count(kv=len(group))
+            for tid, blob in zip(group, blobs):
+                if blob is None:
+                    raise LookupError(f"intermediate value of task id {tid} is missing from KV shard {node}")
+                self.stats.kv_bytes_read += len(blob)
+                out[tid] = blob
+        return out
+
+    # --- counters, results, events --------------------------------------------------------------
+    def bump_counters(self, refs: Sequence[DependentRef]) -> list[int]:
+        """Set this upstream's bit in each dependent's counter; returns the dependents we claimed."""
+        if not refs:
+            return []
+        argv: list[int] = [self.ttl]
+        for ref in refs:
+            argv += [ref.slot, ref.n_deps]
+        claimed = self.stores._fan_in(keys=[self.keys.counter(r.tid) for r in refs], args=argv)
+        self._count(mds=3 * len(refs))
+        return [ref.tid for ref, won in zip(refs, claimed) if won]
+
+    def store_result(self, tid: int, data: bytes) -> bool:
+        """Store a final result; True if it was the job's last one (the done event is pushed)."""
+        done_event = json.dumps({"kind": "done"})
+        last = self.stores._store_result(
+            keys=[self.keys.result(tid), self.keys.outputs_done, self.keys.events],
+            args=[data, self.n_outputs, self.ttl, done_event],
+        )
+        self._count(mds=3)
+        self.stats.mds_bytes_written += len(data)
+        return bool(last)
+
+    def end_job(self, reason: str, event: dict) -> bool:
+        """Mark the job failed or cancelled; the first caller's event is the one the client sees."""
+        first = self.stores._end_job(
+            keys=[self.keys.ended, self.keys.events], args=[reason, json.dumps(event), self.ttl]
+        )
+        self._count(mds=2)
+        return bool(first)
+
+    def has_ended(self) -> bool:
+        ended = self.stores.mds.exists(self.keys.ended)
+        self._count(mds=1)
+        return bool(ended)
+
+    def wait_event(self, timeout: float) -> dict | None:
+        """Block up to ``timeout`` seconds for the job's done or failure event."""
+        item = self.stores.mds.blpop([self.keys.events], timeout=timeout)
+        self._count(mds=1)
+        return None if item is None else json.loads(item[1])
+
+    def results(self, tids: Sequence[int]) -> dict[int, bytes]:
+        blobs = self.stores.mds.mget([self.keys.result(t) for t in tids])
+        self._count(mds=len(tids))
+        out = {}
+        for tid, blob in zip(tids, blobs):
+            if blob is None:
+                raise LookupError(f"final result of task id {tid} is missing from the metadata store")
+            self.stats.mds_bytes_read += len(blob)
+            out[tid] = blob
+        return out
+
+    # --- statistics ------------------------------------------------------------------------
+    def flush_counts(self, counts: dict[str, int | float]) -> None:
+        """Add an executor's counts to the job's totals, in one round trip."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        for name, value in counts.items():
+            if value:
+                if isinstance(value, float):
+                    pipe.hincrbyfloat(self.keys.stats, name, value)
+                else:
+                    pipe.hincrby(self.keys.stats, name, value)
+        pipe.expire(self.keys.stats, self.ttl)
+        self._execute(pipe, mds=True)
+
+    def read_counts(self) -> dict[str, float]:
+        raw = self.stores.mds.hgetall(self.keys.stats)
+        self._count(mds=1)
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    def tasks_done(self) -> int:
+        value = self.stores.mds.hget(self.keys.stats, "tasks")
+        self._count(mds=1)
+        return int(float(value)) if value else 0
+
+    # --- cleanup -----------------------------------------------------------------------------
+    def cleanup(self, n_tasks: int, n_paths: int) -> None:
+        """Delete every key the job can have written, computed from the plan (no SCAN)."""
+        k = self.keys
+        mds_keys = [k.meta, k.outputs_done, k.events, k.ended, k.stats]
+        mds_keys += [k.path(p) for p in range(n_paths)]
+        mds_keys += [k.counter(t) for t in range(n_tasks)] + [k.result(t) for t in range(n_tasks)]
+        self._unlink(self.stores.mds, mds_keys, mds=True)
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for t in range(n_tasks):
+            key = k.value(t)
+            by_shard[self.stores.ring.get_node(key)].append(key)
+        for node, keys in by_shard.items():
+            self._unlink(self.stores.shards[node], keys, mds=False)
+
+    def _unlink(self, client: redis.Redis, keys: list[str], mds: bool) -> None:
+        for i in range(0, len(keys), _BATCH):
+            client.unlink(*keys[i : i + _BATCH])
+            self._count(**({"mds": 1} if mds else {"kv": 1}))
+
+    # --- accounting ----------------------------------------------------------------------------
+    def _execute(self, pipe, mds: bool) -> list:
+        n = len(pipe)
+        if n == 0:
+            return []
+        out = pipe.execute()
+        self._count(**({"mds": n} if mds else {"kv": n}))
+        return out
+
+    def _count(self, mds: int = 0, kv: int = 0) -> None:
+        self.stats.mds_ops += mds
+        self.stats.kv_ops += kv
+        self.stats.round_trips += 1
