@@ -9,18 +9,21 @@ completed the counter, simply stops.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from wukong import decisions
-from wukong.invocation import Invocation, Invoker
+from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.schedule import Path, TaskRecord
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageStats
+
+log = logging.getLogger(__name__)
 
 #: How often a long-running executor checks whether its job has ended, and reports progress.
 CHECK_INTERVAL = 1.0
@@ -47,11 +50,22 @@ class _Counts:
 
 @dataclass
 class Executor:
-    """Runs invocations against the given stores, invoking further executors through ``invoker``."""
+    """Runs invocations against the given stores, invoking further executors through ``invoker``.
+
+    A local worker keeps one Executor for its lifetime and sets ``flush_interval`` so that the
+    per-invocation counts of tiny tasks are reported in batches; a Lambda handler builds one per
+    invocation with ``flush_interval=0`` (report at once: a frozen container may never run again).
+    """
 
     stores: RedisStores
     invoker: Invoker
     worker_id: str = field(default_factory=lambda: f"pid{os.getpid()}")
+    flush_interval: float = 0.0
+    #: A job seen running this recently is not asked again whether it has ended.
+    ended_check_interval: float = 0.25
+    _pending: dict[str, tuple[JobSettings, Counter]] = field(default_factory=dict, repr=False)
+    _last_flush: float = field(default=0.0, repr=False)
+    _seen_running: dict[str, float] = field(default_factory=dict, repr=False)
 
     def handle(self, inv: Invocation) -> None:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
@@ -59,9 +73,8 @@ class Executor:
         job = inv.job
         storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs)
         run = _Run(self, inv, storage)
-        current = inv.start
         try:
-            if storage.has_ended():
+            if self._job_ended(storage):
                 return
             run.execute()
         except JobEnded:
@@ -69,17 +82,43 @@ class Executor:
         except _TaskRaised as raised:
             storage.end_job("failed", raised.event)
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
-            current = run.current if run.current is not None else current
+            current = run.current if run.current is not None else inv.start
             storage.end_job("failed", failure_event(run.key_of(current), exc, internal=True))
         finally:
-            counts = run.counts.drain()
+            counts = Counter(run.counts.drain())
             counts.update(storage.stats.as_dict())
-            counts["executors_finished"] = 1
-            counts["busy_seconds"] = time.perf_counter() - started
+            counts["executors_finished"] += 1
+            counts["busy_seconds"] += time.perf_counter() - started
+            self._add_counts(job, counts)
+            if time.monotonic() - self._last_flush >= self.flush_interval:
+                self.flush()
+
+    def _job_ended(self, storage: JobStorage) -> bool:
+        now = time.monotonic()
+        if now - self._seen_running.get(storage.job_id, -1e9) < self.ended_check_interval:
+            return False
+        if storage.has_ended():
+            return True
+        if len(self._seen_running) > 1000:  # forget old jobs so a warm worker's memory stays flat
+            self._seen_running.clear()
+        self._seen_running[storage.job_id] = now
+        return False
+
+    def _add_counts(self, job: JobSettings, counts: Counter) -> None:
+        if job.job_id in self._pending:
+            self._pending[job.job_id][1].update(counts)
+        else:
+            self._pending[job.job_id] = (job, counts)
+
+    def flush(self) -> None:
+        """Report the counts of finished invocations to their jobs' statistics."""
+        pending, self._pending = self._pending, {}
+        self._last_flush = time.monotonic()
+        for job, counts in pending.values():
             try:
-                storage.flush_counts(counts)
+                JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs).flush_counts(dict(counts))
             except Exception:  # statistics are best effort; the job's outcome is already decided
-                pass
+                log.warning("could not report counts of job %s", job.job_id, exc_info=True)
 
 
 class _TaskRaised(Exception):
@@ -154,13 +193,10 @@ class _Run:
         blob = dumps(value) if decisions.needs_size(record) else None
         nbytes = None if blob is None else len(blob)
         steps = decisions.after_task(record, nbytes, self.job.payload_limit, self.job.big_task_threshold)
-        stored = False
-        if steps.store_value:
-            self.storage.put_value(record.tid, blob)
-            stored = True
         if steps.publish_result:
             self.storage.store_result(record.tid, blob)
-        claimed = self.storage.bump_counters(steps.fan_in)
+        stored = steps.store_value
+        claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None)
         local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
         if remote:
             inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)

@@ -85,6 +85,8 @@ class JobRun:
 
     def run(self) -> Any:
         """Run the job; return the requested keys' values in the shape they were asked for."""
+        if not self.graph.output_ids:  # e.g. get(dsk, []): nothing to run, nothing to wait for
+            return nested_get(self.graph.requested, {})
         started = time.perf_counter()
         job = plan_job(self.graph, self.stores, self.config)
         storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)

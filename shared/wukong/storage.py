@@ -53,6 +53,15 @@ end
 return 0
 """
 
+# Adds an executor's counts to the job's statistics hash in one command.
+_ADD_COUNTS = """
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 # Marks the job ended (failed or cancelled); only the first such call pushes its event.
 _END_JOB = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
@@ -112,17 +121,41 @@ class RedisStores:
     def __init__(self, spec: StorageSpec):
         self.spec = spec
         self.mds = connect(spec.mds, spec)
-        self.shards = {f"{h}:{p}": connect((h, p), spec) for h, p in spec.kv}
+        # a shard on the MDS server shares its client, so their commands can share a pipeline
+        self.shards = {f"{h}:{p}": self.mds if (h, p) == spec.mds else connect((h, p), spec) for h, p in spec.kv}
         self.ring = HashRing(nodes=list(self.shards))
-        self._fan_in = self.mds.register_script(_FAN_IN)
-        self._store_result = self.mds.register_script(_STORE_RESULT)
-        self._end_job = self.mds.register_script(_END_JOB)
+        self._scripts = {"fan_in": _FAN_IN, "store_result": _STORE_RESULT, "end_job": _END_JOB,
+                         "add_counts": _ADD_COUNTS}
+        self._sha: dict[str, str] = {}
+
+    def run_script(self, name: str, keys: Sequence[str], args: Sequence, pipe=None):
+        """EVALSHA one of our Lua scripts on the MDS (or queue it on ``pipe``).
+
+        Scripts are loaded once per process, not checked on every call as redis-py's Script
+        objects do inside pipelines (an extra round trip each time).
+        """
+        if name not in self._sha:
+            self._sha[name] = self.mds.script_load(self._scripts[name])
+        target = pipe if pipe is not None else self.mds
+        try:
+            return target.evalsha(self._sha[name], len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # the server restarted or was flushed
+            self._sha[name] = self.mds.script_load(self._scripts[name])
+            return target.evalsha(self._sha[name], len(keys), *keys, *args)
+
+    def execute_pipeline(self, pipe) -> list:
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            for name, source in self._scripts.items():
+                self._sha[name] = self.mds.script_load(source)
+            return pipe.execute()  # every queued command is idempotent, so replaying is safe
 
     def shard_for(self, key: str) -> redis.Redis:
         return self.shards[self.ring.get_node(key)]
 
     def close(self) -> None:
-        for client in [self.mds, *self.shards.values()]:
+        for client in {id(c): c for c in [self.mds, *self.shards.values()]}.values():
             client.close()
 
 
@@ -222,23 +255,42 @@ class JobStorage:
         return out
 
     # --- counters, results, events --------------------------------------------------------------
-    def bump_counters(self, refs: Sequence[DependentRef]) -> list[int]:
-        """Set this upstream's bit in each dependent's counter; returns the dependents we claimed."""
+    def bump_counters(self, refs: Sequence[DependentRef], value: tuple[int, bytes] | None = None) -> list[int]:
+        """Set this upstream's bit in each dependent's counter; returns the dependents we claimed.
+
+        ``value`` (task id, bytes), when given, is stored first. When its shard is the MDS server
+        both go in one pipeline, in order, so the value is always there before any counter moves.
+        """
+        if value is not None:
+            key = self.keys.value(value[0])
+            if not refs or self.stores.shard_for(key) is not self.stores.mds:
+                self.put_value(*value)
+                value = None
         if not refs:
             return []
         argv: list[int] = [self.ttl]
         for ref in refs:
             argv += [ref.slot, ref.n_deps]
-        claimed = self.stores._fan_in(keys=[self.keys.counter(r.tid) for r in refs], args=argv)
-        self._count(mds=3 * len(refs))
+        counter_keys = [self.keys.counter(r.tid) for r in refs]
+        if value is None:
+            claimed = self.stores.run_script("fan_in", counter_keys, argv)
+            self._count(mds=3 * len(refs))
+        else:
+            pipe = self.stores.mds.pipeline(transaction=False)
+            pipe.set(self.keys.value(value[0]), value[1], ex=self.ttl)
+            self.stores.run_script("fan_in", counter_keys, argv, pipe=pipe)
+            _, claimed = self.stores.execute_pipeline(pipe)
+            self._count(mds=3 * len(refs), kv=1)
+            self.stats.kv_bytes_written += len(value[1])
         return [ref.tid for ref, won in zip(refs, claimed) if won]
 
     def store_result(self, tid: int, data: bytes) -> bool:
         """Store a final result; True if it was the job's last one (the done event is pushed)."""
         done_event = json.dumps({"kind": "done"})
-        last = self.stores._store_result(
-            keys=[self.keys.result(tid), self.keys.outputs_done, self.keys.events],
-            args=[data, self.n_outputs, self.ttl, done_event],
+        last = self.stores.run_script(
+            "store_result",
+            [self.keys.result(tid), self.keys.outputs_done, self.keys.events],
+            [data, self.n_outputs, self.ttl, done_event],
         )
         self._count(mds=3)
         self.stats.mds_bytes_written += len(data)
@@ -246,8 +298,8 @@ class JobStorage:
 
     def end_job(self, reason: str, event: dict) -> bool:
         """Mark the job failed or cancelled; the first caller's event is the one the client sees."""
-        first = self.stores._end_job(
-            keys=[self.keys.ended, self.keys.events], args=[reason, json.dumps(event), self.ttl]
+        first = self.stores.run_script(
+            "end_job", [self.keys.ended, self.keys.events], [reason, json.dumps(event), self.ttl]
         )
         self._count(mds=2)
         return bool(first)
@@ -276,16 +328,13 @@ class JobStorage:
 
     # --- statistics ------------------------------------------------------------------------
     def flush_counts(self, counts: dict[str, int | float]) -> None:
-        """Add an executor's counts to the job's totals, in one round trip."""
-        pipe = self.stores.mds.pipeline(transaction=False)
+        """Add an executor's counts to the job's totals, in one command."""
+        args: list = [self.ttl]
         for name, value in counts.items():
             if value:
-                if isinstance(value, float):
-                    pipe.hincrbyfloat(self.keys.stats, name, value)
-                else:
-                    pipe.hincrby(self.keys.stats, name, value)
-        pipe.expire(self.keys.stats, self.ttl)
-        self._execute(pipe, mds=True)
+                args += [name, value]
+        self.stores.run_script("add_counts", [self.keys.stats], args)
+        self._count(mds=1)
 
     def read_counts(self) -> dict[str, float]:
         raw = self.stores.mds.hgetall(self.keys.stats)

@@ -30,6 +30,8 @@ from wukong.storage import RedisStores, StorageSpec
 log = logging.getLogger(__name__)
 
 STOP = b"__wukong_stop__"
+#: A busy worker reports its executors' counts (progress, statistics) at least this often.
+FLUSH_INTERVAL = 0.2
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -50,22 +52,26 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     stores = RedisStores(spec)
-    executor = Executor(stores, RedisQueueInvoker(stores.mds, queue_key))
+    executor = Executor(stores, RedisQueueInvoker(stores.mds, queue_key), flush_interval=FLUSH_INTERVAL)
     while True:
         try:
-            item = stores.mds.blpop([queue_key], timeout=1)
+            payload = stores.mds.lpop(queue_key)
+            if payload is None:
+                executor.flush()  # about to idle: report what this worker did
+                item = stores.mds.blpop([queue_key], timeout=1)
+                payload = None if item is None else item[1]
         except redis.ConnectionError:
             if os.getppid() != parent_pid:
                 return
             raise
-        if item is None:
+        if payload is None:
             if os.getppid() != parent_pid:  # orphaned: the cluster's process died
                 return
             continue
-        if item[1] == STOP:
+        if payload == STOP:
             return
         try:
-            invocation = loads(item[1])
+            invocation = loads(payload)
         except Exception:
             log.exception("dropping an invocation payload that does not unpickle")
             continue
