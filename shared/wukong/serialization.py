@@ -1,7 +1,9 @@
 """Serialization of task values, schedules and payloads.
 
-cloudpickle, so lambdas and closures in user graphs travel; sizes are always the length of
-the real serialized bytes, never an in-memory estimate.
+The standard pickler is tried first because it is several times faster than cloudpickle on
+the many small objects a job moves; whatever it cannot carry faithfully (lambdas, closures,
+anything defined in ``__main__``, which it would pickle by a reference that workers cannot
+resolve) goes through cloudpickle. Sizes are always the length of the real serialized bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def dumps(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    try:
+        data = pickle.dumps(obj, protocol=PROTOCOL)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    if b"__main__" in data:  # by-reference to the user's script: only cloudpickle sends it by value
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    return data
 
 
 def loads(data: bytes) -> Any:
