@@ -126,6 +126,13 @@ def test_info_json_follows_environment_and_hides_passwords():
     assert "hunter2" not in proc.stdout
 
 
+def test_info_takes_the_seeds_zero_workers_as_the_default():
+    # the seed's LocalCluster(n_workers=0) means "no Dask workers, Lambdas do the work"
+    proc = run("info", "--json", env=clean_env(WUKONG_N_WORKERS="0"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["config"]["n_workers"]["value"] == max(2, os.cpu_count() or 2)
+
+
 def test_demo_runs_checks_and_prints_reports():
     proc = run("demo", "--workers", "2")
     assert proc.returncode == 0, proc.stderr

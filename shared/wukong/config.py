@@ -22,6 +22,10 @@ ENV_PREFIX = "WUKONG_"
 MB = 1024 * 1024
 
 
+def default_n_workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
 class WukongConfig(BaseSettings):
     """All of Wukong's settings, validated.
 
@@ -52,11 +56,11 @@ class WukongConfig(BaseSettings):
 
     # --- executors -----------------------------------------------------------------------
     n_workers: int = Field(
-        default_factory=lambda: max(2, os.cpu_count() or 2),
+        default_factory=default_n_workers,
         ge=1,
         le=1024,
         description="Embedded mode: warm worker processes standing in for Lambda. "
-        "This is the executor concurrency limit.",
+        "This is the executor concurrency limit. 0 (the seed's value: no Dask workers) means the default.",
     )
     payload_limit: int = Field(
         default=1 * MB,
@@ -105,6 +109,15 @@ class WukongConfig(BaseSettings):
     lambda_memory_mb: int = Field(default=3008, ge=128, le=10240)
     lambda_price_per_gb_second: float = Field(default=0.0000166667, ge=0)
     lambda_price_per_request: float = Field(default=0.0000002, ge=0)
+
+    @field_validator("n_workers", mode="before")
+    @classmethod
+    def _seed_zero_workers(cls, value: Any) -> Any:
+        """The seed's example passes n_workers=0 (on AWS, Lambdas do all the work); seed scripts
+        must run unchanged, so locally 0 means the default pool size."""
+        if (type(value) is int and value == 0) or value == "0":
+            return default_n_workers()
+        return value
 
     @field_validator("redis_endpoints", mode="before")
     @classmethod
