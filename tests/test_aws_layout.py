@@ -16,6 +16,7 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from wukong import LocalCluster
 from wukong.graph import normalize_graph
 from wukong.job import plan_job
 from wukong.serialization import loads
@@ -33,7 +34,15 @@ def load(relative: str) -> ModuleType:
     return module
 
 
-def test_executor_handler_runs_a_leaf_and_its_fan_out(cluster, stores):
+@pytest.fixture(scope="module")
+def pool():
+    """A cluster of its own (real Redis + 1 worker): the handler's invocations go to its queue."""
+    with LocalCluster(n_workers=1) as cluster:
+        yield cluster
+
+
+def test_executor_handler_runs_a_leaf_and_its_fan_out(pool):
+    cluster, stores = pool, pool.stores
     # one leaf; "a" fans out to b1 and b2 (the handler becomes one and invokes the other through
     # the cluster's real invoker), and both fan in to "c"
     executor_handler = load("functions/executor/handler.py")
