@@ -72,7 +72,11 @@ class Executor:
         started = time.perf_counter()
         job = inv.job
         storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs)
-        run = _Run(self, inv, storage)
+        try:
+            run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
+        except Exception as exc:
+            storage.end_job("failed", failure_event(f"<task id {inv.start}>", exc, internal=True))
+            return
         try:
             if self._job_ended(storage):
                 return

@@ -63,6 +63,9 @@ def to_task_mapping(dsk: Any) -> dict[Key, GraphNode]:
 def flatten_keys(keys: Any) -> list[Key]:
     """The requested keys, flattened, in first-seen order without duplicates."""
     flat = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    for key in flat:
+        if not _hashable(key):  # before dict.fromkeys, which would raise a bare TypeError
+            raise KeyError(key)
     return list(dict.fromkeys(flat))
 
 
@@ -150,10 +153,25 @@ def _toposort(keys: list[Key], deps_of: Mapping[Key, list[Key]]) -> list[Key]:
     if len(out) != len(keys):
         stuck = [k for k in keys if remaining[k] > 0]
         raise GraphCycleError(
-            f"the graph has a cycle through {stuck[0]!r} ({len(stuck)} tasks cannot run); "
+            f"the graph has a cycle through {_on_cycle(stuck, deps_of)!r} ({len(stuck)} tasks cannot run); "
             "a Dask graph must be acyclic"
         )
     return out
+
+
+def _on_cycle(stuck: list[Key], deps_of: Mapping[Key, list[Key]]) -> Key:
+    """A key that is itself on a cycle (stuck keys may merely depend on one).
+
+    Every stuck key has a stuck dependency, so walking stuck dependencies must revisit a key,
+    and the first key revisited is on a cycle.
+    """
+    stuck_set = set(stuck)
+    seen: set[Key] = set()
+    key = stuck[0]
+    while key not in seen:
+        seen.add(key)
+        key = next(d for d in deps_of[key] if d in stuck_set)
+    return key
 
 
 def is_data_only(node: GraphNode) -> bool:

@@ -75,7 +75,10 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
         except Exception:
             log.exception("dropping an invocation payload that does not unpickle")
             continue
-        executor.handle(invocation)
+        try:
+            executor.handle(invocation)
+        except Exception:  # keep the warm worker alive: one bad invocation must not shrink the pool
+            log.exception("an invocation failed outside its job's error handling")
 
 
 class WorkerPool:
@@ -93,6 +96,9 @@ class WorkerPool:
         if self.limit_blas_threads:
             env.update({name: "1" for name in _BLAS_ENV})
         env["POWERTOOLS_TRACE_DISABLED"] = "1"
+        # workers import task functions by reference (pickle and cloudpickle both do for any module
+        # but __main__), so they must see the client's import path, as multiprocessing children do
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         # the spec holds the Redis password: it goes through stdin, never argv or the environment
         boot = dumps((self.spec, self.queue_key, os.getpid()))
         for _ in range(self.n_workers):
