@@ -51,7 +51,7 @@ class RedisQueueInvoker(Invoker):
 def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    stores = RedisStores(spec)
+    stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
     executor = Executor(stores, RedisQueueInvoker(stores.mds, queue_key), flush_interval=FLUSH_INTERVAL)
     while True:
         try:
