@@ -186,3 +186,36 @@ def test_job_timeout_keyword_on_local_cluster():
         with pytest.raises(JobTimeoutError):
             client.get({"nap": (time.sleep, 2.0)}, "nap")
         assert client.last_report.status == "timed out"
+
+
+def test_an_invocation_whose_schedule_does_not_unpickle_fails_its_job(cluster):
+    """Records travel as an opaque blob inside the envelope, so an executor that cannot load them
+    (a task module missing on that worker) ends the job with an error instead of dropping it."""
+    import pickle
+    import uuid
+
+    from wukong.executor import Executor
+    from wukong.invocation import Invocation, JobSettings
+    from wukong.local.workers import RedisQueueInvoker
+    from wukong.serialization import dumps, loads
+    from wukong.storage import JobStorage, RedisStores
+
+    stores = RedisStores(cluster.spec)
+    job_id = f"test-{uuid.uuid4().hex[:12]}"
+    settings = JobSettings(job_id=job_id, storage=cluster.spec, ttl=600, n_outputs=1,
+                           payload_limit=1 << 20, big_task_threshold=1 << 20)
+    broken = b"cnowhere_mod\nThing\n."  # a protocol-0 pickle of a global from a module no worker has
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(broken)
+    inv = Invocation(job=settings, start=7, start_path=0, records_blob=broken)
+    envelope = loads(dumps(inv))  # the envelope itself still travels and unpickles
+    storage = JobStorage(stores, job_id, 600, 1)
+    try:
+        Executor(stores, RedisQueueInvoker(stores.mds, f"{job_id}:unused")).handle(envelope)
+        event = storage.wait_event(timeout=5)
+        assert event is not None and event["kind"] == "error"
+        assert "nowhere_mod" in event["message"]
+        assert storage.has_ended()
+    finally:
+        storage.cleanup(n_tasks=8, n_paths=1)
+        stores.close()

@@ -138,7 +138,7 @@ class _Run:
         self.inv = inv
         self.job = inv.job
         self.storage = storage
-        self.records: dict[int, TaskRecord] = dict(inv.records)
+        self.records: dict[int, TaskRecord] = {} if inv.records_blob is None else loads(inv.records_blob)
         if inv.path_blob is not None:
             self.records.update(loads(inv.path_blob).records)
         self.memory: dict[int, Any] = {tid: loads(blob) for tid, blob in inv.inline_values.items()}
@@ -219,11 +219,11 @@ class _Run:
                 start=tid,
                 start_path=path_of[tid],
                 inline_values={upstream.tid: blob} if blob is not None else {},
-                records={tid: rec} if rec is not None else {},
+                records_blob=dumps({tid: rec}) if rec is not None else None,
             )
             data = dumps(inv)
-            if len(data) > self.job.payload_limit and inv.records:
-                inv.records = {}  # a huge task spec: the new executor reads its path instead
+            if len(data) > self.job.payload_limit and inv.records_blob is not None:
+                inv.records_blob = None  # a huge task spec: the new executor reads its path instead
                 data = dumps(inv)
             payloads.append(data)
             self.counts.payload_bytes += len(data)

@@ -3,6 +3,10 @@
 An :class:`Invocation` names the job, the task to start from, where storage is, and may carry
 upstream values and schedule records inline, as long as the serialized payload fits under the
 payload limit. Backends (local worker queue, AWS Lambda) only move the bytes.
+
+The envelope holds only plain data (ints, strings, bytes and Wukong's own dataclasses): anything
+that holds user code travels as an opaque blob the executor unpickles inside its error handling,
+so a schedule whose functions cannot be imported fails the job instead of vanishing unread.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from wukong.schedule import TaskRecord
 from wukong.storage import StorageSpec
 
 
@@ -35,7 +38,7 @@ class Invocation:
     start: int  # task id to run first
     start_path: int | None = None  # the path holding the start task's record, when not sent along
     inline_values: dict[int, bytes] = field(default_factory=dict)  # serialized upstream outputs
-    records: dict[int, TaskRecord] = field(default_factory=dict)  # schedule records sent along
+    records_blob: bytes | None = None  # serialized {task id: TaskRecord} sent along
     path_blob: bytes | None = None  # a whole serialized Path sent along (leaf invocations)
     attempt: int = 0
 
