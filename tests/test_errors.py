@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from operator import add
 
 import pytest
+from graph_shapes import tree_sum_graph
 
 from wukong import Client, JobTimeoutError, LocalCluster, RemoteTaskError
 from wukong.config import make_config
@@ -22,17 +23,6 @@ HANG_GUARD = 30.0
 
 def notes_and_message(exc: BaseException) -> str:
     return "\n".join([str(exc), *getattr(exc, "__notes__", [])])
-
-
-def tree_sum_graph(n: int, prefix: str) -> tuple[dict, tuple]:
-    """A pairwise-add reduction of range(n) (n a power of two) and its root key."""
-    dsk = {(f"{prefix}-0", i): i for i in range(n)}
-    level = 0
-    while n > 1:
-        for i in range(n // 2):
-            dsk[(f"{prefix}-{level + 1}", i)] = (add, (f"{prefix}-{level}", 2 * i), (f"{prefix}-{level}", 2 * i + 1))
-        n, level = n // 2, level + 1
-    return dsk, (f"{prefix}-{level}", 0)
 
 
 def check_cluster_usable(client: Client) -> None:

@@ -12,6 +12,7 @@ from operator import add
 import dask.array as da
 import numpy as np
 import pytest
+from graph_shapes import tree_sum_graph
 import redis
 from pydantic import ValidationError
 
@@ -48,17 +49,6 @@ def is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def tree_sum_graph(n: int, prefix: str) -> tuple[dict, tuple]:
-    """A pairwise-add reduction of range(n) (n a power of two) and its root key."""
-    dsk = {(f"{prefix}-0", i): i for i in range(n)}
-    level = 0
-    while n > 1:
-        for i in range(n // 2):
-            dsk[(f"{prefix}-{level + 1}", i)] = (add, (f"{prefix}-{level}", 2 * i), (f"{prefix}-{level}", 2 * i + 1))
-        n, level = n // 2, level + 1
-    return dsk, (f"{prefix}-{level}", 0)
 
 
 def blocks_fan_in(n_blocks: int, block_len: int) -> tuple[dict, str]:
