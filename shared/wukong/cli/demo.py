@@ -1,9 +1,6 @@
-"""The ``wukong`` command line: ``wukong demo`` runs the seed's workloads on the embedded default,
-``wukong info`` shows the configuration and which Redis server would be started.
+"""``wukong demo``: the seed's tree reduction and TSQR on the embedded default, checked against numpy.
 
-Results and reports go to stdout; progress bars and log messages go to stderr, so
-``wukong demo --json > report.json`` captures only the reports. Exit codes: 0 success, 1 a job
-failed or a result did not match numpy, 2 a usage error, 130 interrupted.
+Reports go to stdout (or one JSON document with ``--json``); progress bars and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -12,19 +9,14 @@ import argparse
 import json
 import logging
 import operator
-import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("wukong.cli")
+from wukong.cli.common import EXIT_FAILED, EXIT_OK, positive_int
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+log = logging.getLogger("wukong.cli")
 
 TREE_LEAVES = 1024
 TSQR_SHAPE = (262_144, 128)
@@ -170,142 +162,15 @@ def _print_result(result: DemoResult, as_json: bool) -> None:
     print(flush=True)
 
 
-# --- info ------------------------------------------------------------------------------------
-
-_SECRET_FIELDS = {"redis_password"}
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from wukong import WukongConfig, __version__
-    from wukong.errors import RedisUnavailableError
-    from wukong.local.redis_server import find_redis_binary
-
-    config = WukongConfig()  # defaults, as changed by WUKONG_* / REDIS_URL in this environment
-    values = {}
-    for name, info in WukongConfig.model_fields.items():
-        value = getattr(config, name)
-        if name in _SECRET_FIELDS and value is not None:
-            value = "<set>"
-        if name == "redis_url" and value:
-            value = _redact_url(value)
-        values[name] = {"value": value, "description": info.description or ""}
-    if config.uses_external_redis:
-        redis_line = "none started: an existing server is configured (redis_endpoints / REDIS_URL)"
-    else:
-        try:
-            redis_line = find_redis_binary()
-        except RedisUnavailableError as exc:
-            redis_line = f"NOT FOUND: {exc}"
-    if args.json:
-        print(json.dumps({"version": __version__, "redis_binary": redis_line, "config": values},
-                         indent=2, default=str))
-        return EXIT_OK
-    print(f"wukong {__version__}")
-    print(f"python {sys.version.split()[0]} at {sys.executable}")
-    print(f"embedded redis: {redis_line}")
-    print("configuration (explicit arguments > WUKONG_* environment > defaults):")
-    width = max(len(n) for n in values)
-    for name, entry in values.items():
-        line = f"  {name:<{width}} = {entry['value']!r}"
-        if entry["description"]:
-            line += f"    # {entry['description']}"
-        print(line)
-    return EXIT_OK
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
-
-
-# --- argument parsing ------------------------------------------------------------------------
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from wukong import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="wukong",
-        description="Wukong runs Dask task graphs with decentralized, locality-aware scheduling: "
-                    "locally on embedded Redis and worker processes, later on AWS Lambda.",
-        epilog="Exit codes: 0 success, 1 a job or check failed, 2 usage error, 130 interrupted.",
-    )
-    parser.add_argument("--version", action="version", version=f"wukong {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output on stderr (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo", help="run the seed's tree reduction and TSQR locally and check them against numpy",
         description="Start a LocalCluster (embedded Redis + worker processes), run the tree reduction of "
                     "range(1024) and TSQR of a 262,144 x 128 matrix, check both against numpy, and print "
                     "each job's report.",
     )
-    demo.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    demo.add_argument("--workers", type=positive_int, default=None, metavar="N",
                       help="local executor processes (default: WUKONG_N_WORKERS or max(2, CPUs))")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     demo.add_argument("--json", action="store_true", help="print the results and reports as one JSON document")
     demo.set_defaults(func=cmd_demo)
-
-    info = sub.add_parser("info", help="show the configuration defaults and the Redis binary that would be used",
-                          description="Show Wukong's configuration as this environment sets it, and which "
-                                      "Redis server binary a LocalCluster would start.")
-    info.add_argument("--json", action="store_true", help="print as JSON")
-    info.set_defaults(func=cmd_info)
-    return parser
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("wukong: %(levelname)s %(message)s" if verbose else "wukong: %(message)s"))
-    root = logging.getLogger("wukong")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on a usage error
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    _setup_logging(args.verbose, args.quiet)
-    from pydantic import ValidationError
-
-    from wukong.errors import WukongError
-
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return EXIT_INTERRUPTED
-    except ValidationError as exc:  # e.g. a WUKONG_* environment variable with a bad value
-        log.error("invalid configuration: %s", exc)
-        return EXIT_USAGE
-    except WukongError as exc:  # e.g. Redis unreachable: one clear line, not a traceback
-        log.error("%s: %s", type(exc).__name__, exc)
-        return EXIT_FAILED
-    except BrokenPipeError:
-        # stdout was closed early (`wukong info | head`): silence the flush at exit, too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
