@@ -75,7 +75,10 @@ class JobRun:
     """Drives one job to its end and turns the outcome into results or an exception."""
 
     def __init__(self, graph: TaskGraph, stores: RedisStores, invoker: Invoker, config: WukongConfig,
-                 progress: ProgressCallback | None = None):
+                 progress: ProgressCallback | None = None, job_id: str | None = None):
+        # chosen up front, so a job service can cancel (JobStorage.end_job) even while it plans
+        self.job_id = job_id or new_job_id()
+        self.event: dict | None = None  # the job's ending event (done or failure) once it has one
         self.graph = graph
         self.stores = stores
         self.invoker = invoker
@@ -88,18 +91,18 @@ class JobRun:
         if not self.graph.output_ids:  # e.g. get(dsk, []): nothing to run, nothing to wait for
             return nested_get(self.graph.requested, {})
         started = time.perf_counter()
-        job = plan_job(self.graph, self.stores, self.config)
+        job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
         storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
         status = "failed"
         try:
             self.invoker.invoke(job.leaf_payloads)
-            event = self._await(storage, started)
+            event = self.event = self._await(storage, started)
             if event["kind"] == "done":
                 blobs = storage.results(list(job.plan.output_ids))
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
                 status = "succeeded"
                 return nested_get(self.graph.requested, values)
-            status = "timed out" if event.get("reason") == "timeout" else "failed"
+            status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
             raise_job_error(event)
         finally:
             self.report = self._finalize(storage, job, started, status)
