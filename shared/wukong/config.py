@@ -9,9 +9,9 @@ only mean something on AWS are documented as such and ignored locally.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variable that names an existing Redis server (the MDS and only KV shard).
@@ -20,6 +20,7 @@ ENV_REDIS_URL = "REDIS_URL"
 ENV_PREFIX = "WUKONG_"
 
 MB = 1024 * 1024
+GB = 1024 * MB
 
 
 def default_n_workers() -> int:
@@ -104,6 +105,47 @@ class WukongConfig(BaseSettings):
     local_proxy_path: str | None = Field(default=None, description="Seed: path of the local proxy script.")
     use_fargate: bool = Field(default=False, description="Seed: KV shards on Fargate (AWS only).")
     aws_region: str | None = Field(default=None, description="AWS region (AWS only).")
+
+    # --- the HTTP job API: `wukong serve` and remote clients (docs/http-api.md) -------------------
+    endpoint: str | None = Field(
+        default=None,
+        description="URL of a Wukong job API (`wukong serve`, or API Gateway on AWS). Client() and the "
+        "job commands (submit, status, result, jobs, cancel) use it.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token for endpoint (`wukong serve --token`); never printed or logged."
+    )
+    auth: Literal["auto", "token", "sigv4"] = Field(
+        default="auto",
+        description="How a remote client authenticates: the bearer token, or AWS SigV4 (IAM, credentials "
+        "from the default boto3 chain). auto: SigV4 for execute-api URLs, else the token.",
+    )
+    request_timeout: float = Field(default=60.0, gt=0, description="Client: socket timeout of one HTTP request.")
+    inline_graph_limit: int = Field(
+        default=1 * MB,
+        ge=0,
+        description="Client: a serialized graph bigger than this is uploaded first (POST /uploads, then PUT) "
+        "instead of travelling inside POST /jobs.",
+    )
+    max_body_bytes: int = Field(
+        default=10 * MB,
+        ge=1024,
+        description="Server: largest request body (POST /jobs); a bigger one gets 413. 10 MB is also "
+        "API Gateway's limit.",
+    )
+    max_upload_bytes: int = Field(default=2 * GB, ge=1024, description="Server: largest graph upload (PUT /uploads/{id}).")
+    upload_dir: str | None = Field(
+        default=None, description="Server: directory for uploads in progress. None: a private temporary directory."
+    )
+    upload_ttl: int = Field(default=900, ge=10, description="Server: an upload URL expires this long after it was issued.")
+    max_jobs_kept: int = Field(default=1000, ge=1, description="Server: finished jobs remembered (GET /jobs lists them).")
+    result_ttl: int = Field(default=3600, ge=1, description="Server: a finished job's results are kept this long.")
+    max_result_bytes: int = Field(
+        default=1 * GB,
+        ge=0,
+        description="Server: total bytes of results kept in memory; beyond it, fetched results go first, "
+        "then the oldest.",
+    )
 
     # --- cost model (for the job report's estimate) -----------------------------------------
     lambda_memory_mb: int = Field(default=3008, ge=128, le=10240)
