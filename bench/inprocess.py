@@ -88,7 +88,7 @@ def run_inprocess(spec, dsk: dict, key: Any) -> dict:
     graph = normalize_graph(dsk, [key])
     job = plan_job(graph, stores, make_config(n_workers=1))
     storage = JobStorage(stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
-    queue.invoke(job.leaf_payloads)
+    queue.invoke(job.leaf_payloads())
     executors = 0
     t0 = time.perf_counter()
     payload_seconds = handle_seconds = 0.0

@@ -53,7 +53,7 @@ def timed_phases(phases: collections.Counter):
     targets = [(wukong.client, "normalize_graph", "normalize_graph"),
                (wukong.job, "plan_job", "plan_job (schedules, pickling)"),
                (wukong.job.JobRun, "_await", "await (executors run)"),
-               (wukong.job.JobRun, "_finalize", "finalize (settle, cleanup)")]
+               (wukong.job, "finalize_job", "finalize (settle, cleanup)")]
     saved = []
     for owner, attr, label in targets:
         original = getattr(owner, attr)

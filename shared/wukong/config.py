@@ -54,6 +54,13 @@ class WukongConfig(BaseSettings):
         default=6 * 3600, ge=60, description="Every job key expires this long after it was written."
     )
     redis_timeout: float = Field(default=30.0, gt=0, description="Socket timeout of Redis calls.")
+    redis_tls: bool = Field(default=False, description="Connect to redis_endpoints over TLS (e.g. ElastiCache "
+                            "with in-transit encryption).")
+    redis_password_secret: str | None = Field(
+        default=None,
+        description="AWS: Secrets Manager secret id whose SecretString is the Redis AUTH password; "
+        "wins over redis_password.",
+    )
 
     # --- executors -----------------------------------------------------------------------
     n_workers: int = Field(
@@ -105,6 +112,22 @@ class WukongConfig(BaseSettings):
     local_proxy_path: str | None = Field(default=None, description="Seed: path of the local proxy script.")
     use_fargate: bool = Field(default=False, description="Seed: KV shards on Fargate (AWS only).")
     aws_region: str | None = Field(default=None, description="AWS region (AWS only).")
+
+    # --- AWS runtime (docs/aws-runtime.md) ------------------------------------------------------
+    executor_function: str | None = Field(
+        default=None, description="AWS: name or ARN of the executor Lambda that executors invoke asynchronously."
+    )
+    bucket: str | None = Field(default=None, description="AWS: S3 bucket for large graphs and job results.")
+    state_machine_arn: str | None = Field(default=None, description="AWS: ARN of the Wukong state machine.")
+    heartbeat_timeout: int | None = Field(
+        default=None,
+        ge=10,
+        description="AWS: fail the job when no executor has shown progress for this many seconds "
+        "(the await state's HeartbeatSeconds: catches crashed or timed-out executors). None: no heartbeat.",
+    )
+    min_leaves_per_invoker: int = Field(
+        default=50, ge=1, description="AWS: fewest leaf executors one invoker Lambda starts (batching of leaves)."
+    )
 
     # --- the HTTP job API: `wukong serve` and remote clients (docs/http-api.md) -------------------
     endpoint: str | None = Field(

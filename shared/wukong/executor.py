@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wukong import decisions
+from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.schedule import Path, TaskRecord
 from wukong.serialization import dumps, loads
@@ -55,10 +56,12 @@ class Executor:
     A local worker keeps one Executor for its lifetime and sets ``flush_interval`` so that the
     per-invocation counts of tiny tasks are reported in batches; a Lambda handler builds one per
     invocation with ``flush_interval=0`` (report at once: a frozen container may never run again).
+    ``hooks`` let a runtime trace, notify and measure without the executor knowing the runtime.
     """
 
     stores: RedisStores
     invoker: Invoker
+    hooks: ExecutorHooks = field(default_factory=ExecutorHooks)
     worker_id: str = field(default_factory=lambda: f"pid{os.getpid()}")
     flush_interval: float = 0.0
     #: A job seen running this recently is not asked again whether it has ended.
@@ -71,31 +74,38 @@ class Executor:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
         started = time.perf_counter()
         job = inv.job
-        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs)
+        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs, span=self.hooks.span)
         try:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
-            storage.end_job("failed", failure_event(f"<task id {inv.start}>", exc, internal=True))
+            self.fail(storage, failure_event(f"<task id {inv.start}>", exc, internal=True))
             return
         try:
             if self._job_ended(storage):
                 return
+            self.hooks.progress(storage)
             run.execute()
         except JobEnded:
             pass
         except _TaskRaised as raised:
-            storage.end_job("failed", raised.event)
+            self.fail(storage, raised.event)
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
             current = run.current if run.current is not None else inv.start
-            storage.end_job("failed", failure_event(run.key_of(current), exc, internal=True))
+            self.fail(storage, failure_event(run.key_of(current), exc, internal=True))
         finally:
             counts = Counter(run.counts.drain())
             counts.update(storage.stats.as_dict())
             counts["executors_finished"] += 1
             counts["busy_seconds"] += time.perf_counter() - started
+            self.hooks.invocation_done(counts)
             self._add_counts(job, counts)
             if time.monotonic() - self._last_flush >= self.flush_interval:
                 self.flush()
+
+    def fail(self, storage: JobStorage, event: dict) -> None:
+        """End the job with ``event``; the first failure is the one reported (and notified)."""
+        if storage.end_job("failed", event):
+            self.hooks.job_ended(storage)
 
     def _job_ended(self, storage: JobStorage) -> bool:
         now = time.monotonic()
@@ -183,9 +193,15 @@ class _Run:
             for tid, blob in self.storage.get_values(missing).items():
                 self.memory[tid] = loads(blob)
         args = {key: self.memory[tid] for tid, key in record.deps}
+        hooks = self.executor.hooks
+        hooks.task_started(record.key)
         t0 = time.perf_counter()
         try:
-            value = record.node(args)
+            if hooks.span is None:
+                value = record.node(args)
+            else:
+                with hooks.span("task"):
+                    value = record.node(args)
         except Exception as exc:
             raise _TaskRaised(failure_event(record.key, exc)) from exc
         self.counts.task_seconds += time.perf_counter() - t0
@@ -197,8 +213,8 @@ class _Run:
         blob = dumps(value) if decisions.needs_size(record) else None
         nbytes = None if blob is None else len(blob)
         steps = decisions.after_task(record, nbytes, self.job.payload_limit, self.job.big_task_threshold)
-        if steps.publish_result:
-            self.storage.store_result(record.tid, blob)
+        if steps.publish_result and self.storage.store_result(record.tid, blob):
+            self.executor.hooks.job_ended(self.storage)  # this was the job's last result
         stored = steps.store_value
         claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None)
         local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
@@ -241,6 +257,7 @@ class _Run:
         self.storage.flush_counts(counts)
         if self.storage.has_ended():
             raise JobEnded()
+        self.executor.hooks.progress(self.storage)
 
 
 def failure_event(key: Any, exc: BaseException, internal: bool = False) -> dict:

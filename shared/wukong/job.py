@@ -1,8 +1,8 @@
 """One job's life on any backend: plan, invoke the leaves, await completion, finalize.
 
-:class:`JobRun` is the plain orchestration that the local runtime runs in the client process and
-that Step Functions runs as states on AWS. It only talks to storage and to an
-:class:`~wukong.invocation.Invoker`, never to a backend directly.
+:class:`JobRun` is the plain orchestration that the local runtime runs in the client process; on
+AWS, Step Functions runs the same steps as states, calling :func:`plan_job`, :func:`leaf_payload`
+and :func:`finalize_job` from separate Lambdas that share only the :class:`JobRecord` in the MDS.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
 from wukong.serialization import dumps, loads
-from wukong.storage import JobStorage, RedisStores
+from wukong.storage import JobStorage, RedisStores, StorageSpec
 
 #: How long finalize waits for straggling executors to report their counts.
 SETTLE_TIMEOUT = 2.0
@@ -35,23 +36,52 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-@dataclass
-class PlannedJob:
-    """A planned job: its schedules are in the MDS and its leaf payloads are ready to send."""
+@dataclass(frozen=True)
+class JobRecord:
+    """What the steps after planning need to know about a job. Stored in the MDS by :func:`plan_job`
+    (plain data only), so the AWS invoker and finalizer Lambdas need neither the graph nor the plan."""
 
     settings: JobSettings
-    plan: JobPlan
-    leaf_payloads: list[bytes]
+    leaves: tuple[int, ...]  # the leaf task id of each path, by path id
+    outputs: tuple[tuple[int, Hashable], ...]  # (task id, Dask key) of each requested output
+    requested: Any  # the keys as the caller asked for them (possibly nested lists)
+    n_tasks: int
     plan_seconds: float
+    created: float  # wall clock (time.time()) when planning started
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.leaves)
 
 
-def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id: str | None = None) -> PlannedJob:
-    """Generate the static schedules, write them to the MDS, and build one payload per leaf."""
-    t0 = time.perf_counter()
+@dataclass
+class PlannedJob:
+    """A planned job: its schedules and record are in the MDS."""
+
+    record: JobRecord
+    plan: JobPlan
+    path_blobs: list[bytes]
+
+    @property
+    def settings(self) -> JobSettings:
+        return self.record.settings
+
+    def leaf_payloads(self) -> list[bytes]:
+        return [leaf_payload(self.settings, p.leaf, p.pid, blob) for p, blob in zip(self.plan.paths, self.path_blobs)]
+
+
+def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id: str | None = None,
+             spec: StorageSpec | None = None) -> PlannedJob:
+    """Generate the static schedules and write them, with the job's record, to the MDS.
+
+    ``spec`` is the storage spec the executors are told about (default: ``stores.spec``); on AWS it
+    carries no password, because executors connect with their own credentials.
+    """
+    created, t0 = time.time(), time.perf_counter()
     plan = generate_schedules(graph)
     settings = JobSettings(
         job_id=job_id or new_job_id(),
-        storage=stores.spec,
+        storage=spec or stores.spec,
         ttl=config.job_ttl,
         n_outputs=len(plan.output_ids),
         payload_limit=config.payload_limit,
@@ -59,16 +89,28 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
     )
     storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
     blobs = [dumps(path) for path in plan.paths]
-    storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": time.time()})
-    payloads = []
-    for path, blob in zip(plan.paths, blobs):
-        inv = Invocation(job=settings, start=path.leaf, start_path=path.pid, path_blob=blob)
+    record = JobRecord(
+        settings=settings,
+        leaves=tuple(p.leaf for p in plan.paths),
+        outputs=tuple((tid, graph.keys[tid]) for tid in plan.output_ids),
+        requested=graph.requested,
+        n_tasks=plan.n_tasks,
+        plan_seconds=time.perf_counter() - t0,
+        created=created,
+    )
+    storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": created},
+                       record=dumps(record))
+    return PlannedJob(record, plan, blobs)
+
+
+def leaf_payload(settings: JobSettings, leaf: int, pid: int, path_blob: bytes | None) -> bytes:
+    """The invocation that starts a leaf's executor, with its whole path inline while it fits."""
+    inv = Invocation(job=settings, start=leaf, start_path=pid, path_blob=path_blob)
+    data = dumps(inv)
+    if len(data) > settings.payload_limit and path_blob is not None:
+        inv.path_blob = None  # the executor reads its path from the MDS instead
         data = dumps(inv)
-        if len(data) > config.payload_limit:
-            inv.path_blob = None  # the executor reads its path from the MDS instead
-            data = dumps(inv)
-        payloads.append(data)
-    return PlannedJob(settings, plan, payloads, time.perf_counter() - t0)
+    return data
 
 
 class JobRun:
@@ -94,8 +136,9 @@ class JobRun:
         job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
         storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
         status = "failed"
+        payloads = job.leaf_payloads()
         try:
-            self.invoker.invoke(job.leaf_payloads)
+            self.invoker.invoke(payloads)
             event = self.event = self._await(storage, started)
             if event["kind"] == "done":
                 blobs = storage.results(list(job.plan.output_ids))
@@ -105,7 +148,8 @@ class JobRun:
             status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
             raise_job_error(event)
         finally:
-            self.report = self._finalize(storage, job, started, status)
+            self.report = finalize_job(storage, job.record, self.config, status, time.perf_counter() - started,
+                                       payload_bytes=sum(len(p) for p in payloads))
 
     def _await(self, storage: JobStorage, started: float) -> dict:
         total = len(self.graph)
@@ -127,45 +171,49 @@ class JobRun:
                 # the first ending event wins: a failure that raced us is reported instead
                 return storage.wait_event(timeout=1.0) or timeout_event
 
-    def _finalize(self, storage: JobStorage, job: PlannedJob, started: float, status: str) -> JobReport:
-        n_leaves = len(job.leaf_payloads)
+
+def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,
+                 payload_bytes: int = 0, settle_timeout: float = SETTLE_TIMEOUT) -> JobReport:
+    """Wait briefly for straggling executors' counts, delete the job's keys, and report.
+
+    ``payload_bytes`` are leaf payload bytes the caller sent without counting them in the job's stats.
+    """
+    counts = storage.read_counts()
+    deadline = time.monotonic() + settle_timeout
+    while counts.get("executors_finished", 0) < record.n_leaves + counts.get("invoked", 0):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
         counts = storage.read_counts()
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while counts.get("executors_finished", 0) < n_leaves + counts.get("invoked", 0):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-            counts = storage.read_counts()
-        wall = time.perf_counter() - started
-        storage.cleanup(job.plan.n_tasks, len(job.plan.paths))
-        mine = storage.stats
-        c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
-        executors = n_leaves + c.get("invoked", 0)
-        busy = counts.get("busy_seconds", 0.0)
-        return JobReport(
-            job_id=job.settings.job_id,
-            status=status,
-            n_tasks=job.plan.n_tasks,
-            n_leaves=n_leaves,
-            tasks_run=c.get("tasks", 0),
-            executors_invoked=executors,
-            executors_finished=c.get("executors_finished", 0),
-            mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
-            kv_ops=c.get("kv_ops", 0) + mine.kv_ops,
-            round_trips=c.get("round_trips", 0) + mine.round_trips,
-            kv_bytes_written=c.get("kv_bytes_written", 0),
-            kv_bytes_read=c.get("kv_bytes_read", 0),
-            payload_bytes=c.get("payload_bytes", 0) + sum(len(p) for p in job.leaf_payloads),
-            result_bytes=mine.mds_bytes_read,
-            plan_seconds=job.plan_seconds,
-            wall_seconds=wall,
-            executor_seconds=busy,
-            task_seconds=counts.get("task_seconds", 0.0),
-            estimated_cost_usd=estimate_lambda_cost(
-                executors, busy, self.config.lambda_memory_mb,
-                self.config.lambda_price_per_gb_second, self.config.lambda_price_per_request,
-            ),
-        )
+    storage.cleanup(record.n_tasks, record.n_leaves)
+    mine = storage.stats
+    c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
+    executors = record.n_leaves + c.get("invoked", 0)
+    busy = counts.get("busy_seconds", 0.0)
+    return JobReport(
+        job_id=record.settings.job_id,
+        status=status,
+        n_tasks=record.n_tasks,
+        n_leaves=record.n_leaves,
+        tasks_run=c.get("tasks", 0),
+        executors_invoked=executors,
+        executors_finished=c.get("executors_finished", 0),
+        mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
+        kv_ops=c.get("kv_ops", 0) + mine.kv_ops,
+        round_trips=c.get("round_trips", 0) + mine.round_trips,
+        kv_bytes_written=c.get("kv_bytes_written", 0),
+        kv_bytes_read=c.get("kv_bytes_read", 0),
+        payload_bytes=c.get("payload_bytes", 0) + payload_bytes,
+        result_bytes=mine.mds_bytes_read,
+        plan_seconds=record.plan_seconds,
+        wall_seconds=wall_seconds,
+        executor_seconds=busy,
+        task_seconds=counts.get("task_seconds", 0.0),
+        estimated_cost_usd=estimate_lambda_cost(
+            executors, busy, config.lambda_memory_mb, config.lambda_price_per_gb_second,
+            config.lambda_price_per_request,
+        ),
+    )
 
 
 def raise_job_error(event: dict) -> None:

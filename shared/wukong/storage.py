@@ -8,10 +8,14 @@ alone, without SCAN. Each method is one round trip; :class:`StorageStats` counts
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -20,7 +24,12 @@ from uhashring import HashRing
 
 from wukong.schedule import DependentRef
 
+if TYPE_CHECKING:
+    from wukong.config import WukongConfig
+
 Endpoint = tuple[str, int]
+#: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
+SpanFactory = Callable[[str], AbstractContextManager]
 _BATCH = 1000
 
 # Sets the dependency's bit; returns 1 for a counter this call completed. A bit that was
@@ -98,9 +107,29 @@ class StorageSpec:
     kv: tuple[Endpoint, ...]
     password: str | None = None
     timeout: float = 30.0
+    tls: bool = False
 
     def __repr__(self) -> str:  # never print the password
-        return f"StorageSpec(mds={self.mds}, kv={self.kv})"
+        return f"StorageSpec(mds={self.mds}, kv={self.kv}, tls={self.tls})"
+
+
+def spec_from_config(config: "WukongConfig", password: str | None = None) -> StorageSpec | None:
+    """The spec of the existing servers ``config`` names (endpoints, else REDIS_URL); None if none.
+
+    ``password`` (e.g. read from a secret store) wins over the configured one.
+    """
+    if config.redis_endpoints:
+        eps = tuple(config.redis_endpoints)
+        return StorageSpec(mds=eps[0], kv=eps, password=password or config.redis_password,
+                           timeout=config.redis_timeout, tls=config.redis_tls)
+    if config.redis_url:
+        url = urlparse(config.redis_url)
+        if url.scheme not in ("redis", "rediss", "") or not url.hostname:
+            raise ValueError(f"REDIS_URL {config.redis_url!r} must look like redis[s]://[:password@]host:port")
+        ep = (url.hostname, url.port or 6379)
+        return StorageSpec(mds=ep, kv=(ep,), password=password or url.password or config.redis_password,
+                           timeout=config.redis_timeout, tls=config.redis_tls or url.scheme == "rediss")
+    return None
 
 
 @dataclass
@@ -134,6 +163,7 @@ def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = Fal
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         health_check_interval=30,
         single_connection_client=single_connection,
+        ssl=spec.tls,
     )
 
 
@@ -220,6 +250,38 @@ class KeySpace:
     def meta(self) -> str:
         return f"{self.prefix}meta"
 
+    @property
+    def record(self) -> str:
+        return f"{self.prefix}record"
+
+    # the AWS control plane's keys: the await state's task token, which token was notified, and
+    # the lease that lets one executor per interval send a heartbeat
+    @property
+    def task_token(self) -> str:
+        return f"{self.prefix}task-token"
+
+    @property
+    def notified(self) -> str:
+        return f"{self.prefix}notified"
+
+    @property
+    def heartbeat_lease(self) -> str:
+        return f"{self.prefix}heartbeat-lease"
+
+
+def _traced(method):
+    """Run a storage call inside the injected span (an X-Ray subsegment on AWS); free without one."""
+    name = f"redis.{method.__name__}"
+
+    @functools.wraps(method)
+    def traced(self: "JobStorage", *args, **kwargs):
+        if self.span is None:
+            return method(self, *args, **kwargs)
+        with self.span(name):
+            return method(self, *args, **kwargs)
+
+    return traced
+
 
 @dataclass
 class JobStorage:
@@ -230,15 +292,20 @@ class JobStorage:
     ttl: int
     n_outputs: int
     stats: StorageStats = field(default_factory=StorageStats)
+    span: SpanFactory | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeySpace(self.job_id)
 
     # --- plan -----------------------------------------------------------------------------
-    def write_plan(self, path_blobs: Sequence[bytes], meta: dict) -> None:
-        """All schedules plus job metadata, in pipelines of a thousand commands."""
+    @_traced
+    def write_plan(self, path_blobs: Sequence[bytes], meta: dict, record: bytes | None = None) -> None:
+        """All schedules plus job metadata (and the job's serialized record), in pipelines of a
+        thousand commands."""
         pipe = self.stores.mds.pipeline(transaction=False)
         pipe.set(self.keys.meta, json.dumps(meta), ex=self.ttl)
+        if record is not None:
+            pipe.set(self.keys.record, record, ex=self.ttl)
         for pid, blob in enumerate(path_blobs):
             pipe.set(self.keys.path(pid), blob, ex=self.ttl)
             self.stats.mds_bytes_written += len(blob)
@@ -246,6 +313,28 @@ class JobStorage:
                 self._execute(pipe, mds=True)
         self._execute(pipe, mds=True)
 
+    @_traced
+    def get_record(self) -> bytes:
+        blob = self.stores.mds.get(self.keys.record)
+        self._count(mds=1)
+        if blob is None:
+            raise LookupError(f"job {self.job_id} is unknown to the metadata store (never planned, expired "
+                              "or cleaned up)")
+        self.stats.mds_bytes_read += len(blob)
+        return blob
+
+    @_traced
+    def get_paths(self, pids: Sequence[int]) -> list[bytes]:
+        """Several serialized paths in one MGET."""
+        blobs = self.stores.mds.mget([self.keys.path(p) for p in pids]) if pids else []
+        self._count(mds=len(pids))
+        for pid, blob in zip(pids, blobs):
+            if blob is None:
+                raise LookupError(f"schedule path {pid} of job {self.job_id} is missing (expired or cleaned up)")
+            self.stats.mds_bytes_read += len(blob)
+        return blobs
+
+    @_traced
     def get_path(self, pid: int) -> bytes:
         blob = self.stores.mds.get(self.keys.path(pid))
         self._count(mds=1)
@@ -255,12 +344,14 @@ class JobStorage:
         return blob
 
     # --- intermediate values ------------------------------------------------------------------
+    @_traced
     def put_value(self, tid: int, data: bytes) -> None:
         key = self.keys.value(tid)
         self.stores.shard_for(key).set(key, data, ex=self.ttl)
         self._count(kv=1)
         self.stats.kv_bytes_written += len(data)
 
+    @_traced
     def get_values(self, tids: Iterable[int]) -> dict[int, bytes]:
         """Values of ``tids``, one MGET per shard; raises LookupError naming any that are missing."""
         by_shard: dict[str, list[int]] = defaultdict(list)
@@ -278,6 +369,7 @@ class JobStorage:
         return out
 
     # --- counters, results, events --------------------------------------------------------------
+    @_traced
     def bump_counters(self, refs: Sequence[DependentRef], value: tuple[int, bytes] | None = None) -> list[int]:
         """Set this upstream's bit in each dependent's counter; returns the dependents we claimed.
 
@@ -305,6 +397,7 @@ class JobStorage:
             self.stats.kv_bytes_written += len(value[1])
         return [ref.tid for ref, won in zip(refs, claimed) if won]
 
+    @_traced
     def store_result(self, tid: int, data: bytes) -> bool:
         """Store a final result; True if it was the job's last one (the done event is pushed)."""
         done_event = json.dumps({"kind": "done"})
@@ -317,6 +410,7 @@ class JobStorage:
         self.stats.mds_bytes_written += len(data)
         return bool(last)
 
+    @_traced
     def end_job(self, reason: str, event: dict) -> bool:
         """Mark the job failed or cancelled; the first caller's event is the one the client sees."""
         first = self.stores.run_script(
@@ -325,6 +419,7 @@ class JobStorage:
         self._count(mds=2)
         return bool(first)
 
+    @_traced
     def has_ended(self) -> bool:
         ended = self.stores.mds.exists(self.keys.ended)
         self._count(mds=1)
@@ -336,6 +431,7 @@ class JobStorage:
         self._count(mds=1)
         return None if item is None else json.loads(item[1])
 
+    @_traced
     def results(self, tids: Sequence[int]) -> dict[int, bytes]:
         blobs = self.stores.mds.mget([self.keys.result(t) for t in tids])
         self._count(mds=len(tids))
@@ -348,6 +444,7 @@ class JobStorage:
         return out
 
     # --- statistics ------------------------------------------------------------------------
+    @_traced
     def flush_counts(self, counts: dict[str, int | float]) -> None:
         """Add an executor's counts to the job's totals, in one command."""
         args: list = [self.ttl]
@@ -357,6 +454,7 @@ class JobStorage:
         self.stores.run_script("add_counts", [self.keys.stats], args)
         self._count(mds=1)
 
+    @_traced
     def read_counts(self) -> dict[str, float]:
         raw = self.stores.mds.hgetall(self.keys.stats)
         self._count(mds=1)
@@ -368,10 +466,12 @@ class JobStorage:
         return int(float(value)) if value else 0
 
     # --- cleanup -----------------------------------------------------------------------------
+    @_traced
     def cleanup(self, n_tasks: int, n_paths: int) -> None:
         """Delete every key the job can have written, computed from the plan (no SCAN)."""
         k = self.keys
-        mds_keys = [k.meta, k.outputs_done, k.events, k.ended, k.stats]
+        mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
+                    k.heartbeat_lease]
         mds_keys += [k.path(p) for p in range(n_paths)]
         mds_keys += [k.counter(t) for t in range(n_tasks)] + [k.result(t) for t in range(n_tasks)]
         self._unlink(self.stores.mds, mds_keys, mds=True)

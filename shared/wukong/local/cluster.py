@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 
@@ -18,7 +17,7 @@ from wukong.config import WukongConfig, make_config
 from wukong.errors import RedisUnavailableError
 from wukong.local.redis_server import RedisServerProcess, find_redis_binary
 from wukong.local.workers import RedisQueueInvoker, WorkerPool
-from wukong.storage import RedisStores, StorageSpec
+from wukong.storage import RedisStores, StorageSpec, spec_from_config
 
 
 class LocalCluster:
@@ -72,16 +71,9 @@ class LocalCluster:
 
     def _storage_spec(self) -> StorageSpec:
         cfg = self.config
-        if cfg.redis_endpoints:
-            eps = tuple(cfg.redis_endpoints)
-            return StorageSpec(mds=eps[0], kv=eps, password=cfg.redis_password, timeout=cfg.redis_timeout)
-        if cfg.redis_url:
-            url = urlparse(cfg.redis_url)
-            if url.scheme not in ("redis", "") or not url.hostname:
-                raise ValueError(f"REDIS_URL {cfg.redis_url!r} must look like redis://[:password@]host:port")
-            ep = (url.hostname, url.port or 6379)
-            return StorageSpec(mds=ep, kv=(ep,), password=url.password or cfg.redis_password,
-                               timeout=cfg.redis_timeout)
+        existing = spec_from_config(cfg)
+        if existing is not None:
+            return existing
         binary = find_redis_binary()
         first = RedisServerProcess(binary).start()
         self.servers.append(first)

@@ -1,0 +1,35 @@
+"""What a runtime can plug into an executor: tracing spans, job-end notification, progress, metrics.
+
+The defaults do nothing, which is all the local runtime needs; the AWS runtime's hooks add X-Ray
+subsegments, Step Functions callbacks and CloudWatch metrics without the core importing AWS code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wukong.storage import JobStorage, SpanFactory
+
+
+class ExecutorHooks:
+    """No-op hooks. Subclasses override what they need; every method must be cheap and thread-safe."""
+
+    #: Opens a span around each task and storage call; None skips the bookkeeping entirely.
+    span: SpanFactory | None = None
+
+    def task_started(self, key: object) -> None:
+        """A task is about to run (e.g. tag log lines with its key)."""
+
+    def job_ended(self, storage: JobStorage) -> None:
+        """This executor stored the job's last requested result, or recorded the job's first failure.
+
+        Called at most once per job and executor; whoever awaits the job can be told now.
+        """
+
+    def progress(self, storage: JobStorage) -> None:
+        """The job is making progress (an invocation started, or a periodic check passed)."""
+
+    def invocation_done(self, counts: Mapping[str, float]) -> None:
+        """The counts (tasks, invoked, bytes, ...) of one finished invocation."""
