@@ -9,6 +9,7 @@
 from wukong.client import Client
 from wukong.config import WukongConfig
 from wukong.errors import (
+    ExecutorCrashedError,
     GraphCycleError,
     InvalidGraphError,
     JobFailedError,
@@ -22,6 +23,7 @@ from wukong.report import JobReport
 
 __all__ = [
     "Client",
+    "ExecutorCrashedError",
     "GraphCycleError",
     "InvalidGraphError",
     "JobFailedError",

@@ -36,3 +36,7 @@ class RemoteTaskError(WukongError):
 
 class RedisUnavailableError(WukongError, ConnectionError):
     """No Redis server could be reached or started."""
+
+
+class ExecutorCrashedError(JobFailedError):
+    """An executor died while running a task (killed, out of memory) on every attempt."""

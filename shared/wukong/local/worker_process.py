@@ -1,6 +1,6 @@
 """Entry point of one local worker process: ``python -m wukong.local.worker_process``.
 
-The parent writes the pickled (storage spec, queue key, parent pid) to stdin; see workers.py.
+The parent writes the pickled (storage spec, queue key, parent pid, worker id) to stdin; see workers.py.
 """
 
 import logging

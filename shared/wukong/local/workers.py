@@ -5,6 +5,11 @@ asynchronous Lambda invoke does; each worker process BLPOPs payloads and runs th
 :class:`~wukong.executor.Executor` a Lambda runs. The number of workers is the concurrency
 limit. Executors never wait on each other, so a fixed pool cannot deadlock.
 
+Like Lambda, the pool retries an invocation whose executor died (SIGKILL, out of memory): each
+worker moves the payload it is running into its own "processing" list (LMOVE, the reliable-queue
+pattern), and a monitor thread in the cluster's process puts a dead worker's payload back on the
+queue, up to ``max_retries`` times, then fails the job naming the task. The dead worker is replaced.
+
 Workers are started as ``python -m wukong.local.worker_process`` rather than with multiprocessing:
 a spawned multiprocessing child re-imports the user's ``__main__``, which breaks scripts
 written without an ``if __name__ == "__main__"`` guard, as the seed's examples are.
@@ -18,20 +23,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
-from wukong.executor import Executor
-from wukong.invocation import Invoker
+from wukong.errors import ExecutorCrashedError
+from wukong.executor import Executor, failure_event
+from wukong.invocation import Invocation, Invoker
 from wukong.serialization import dumps, loads
-from wukong.storage import RedisStores, StorageSpec
+from wukong.storage import JobStorage, RedisStores, StorageSpec, connect
 
 log = logging.getLogger(__name__)
 
 STOP = b"__wukong_stop__"
 #: A busy worker reports its executors' counts (progress, statistics) at least this often.
 FLUSH_INTERVAL = 0.2
+#: How often the monitor looks for dead workers.
+MONITOR_INTERVAL = 0.2
+#: Lambda retries a failed asynchronous invocation twice by default.
+DEFAULT_MAX_RETRIES = 2
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -48,18 +60,33 @@ class RedisQueueInvoker(Invoker):
             self.client.rpush(self.queue_key, *payloads[i : i + 1000])
 
 
-def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
+def processing_key(queue_key: str, worker_id: int) -> str:
+    """The list holding the payload worker ``worker_id`` is running, for recovery if it dies."""
+    return f"{queue_key}:processing:{worker_id}"
+
+
+def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: int = 0) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
-    executor = Executor(stores, RedisQueueInvoker(stores.mds, queue_key), flush_interval=FLUSH_INTERVAL)
+    mds = stores.mds
+    executor = Executor(stores, RedisQueueInvoker(mds, queue_key), flush_interval=FLUSH_INTERVAL)
+    processing = processing_key(queue_key, worker_id)
+    mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
+    done_with_last = False
     while True:
         try:
-            payload = stores.mds.lpop(queue_key)
+            if done_with_last:  # release the finished payload and take the next in one round trip
+                pipe = mds.pipeline(transaction=False)
+                pipe.delete(processing)
+                pipe.lmove(queue_key, processing, "LEFT", "RIGHT")
+                payload = pipe.execute()[1]
+            else:
+                payload = mds.lmove(queue_key, processing, "LEFT", "RIGHT")
+            done_with_last = False
             if payload is None:
                 executor.flush()  # about to idle: report what this worker did
-                item = stores.mds.blpop([queue_key], timeout=1)
-                payload = None if item is None else item[1]
+                payload = mds.blmove(queue_key, processing, 1, "LEFT", "RIGHT")
         except redis.ConnectionError:
             if os.getppid() != parent_pid:
                 return
@@ -68,7 +95,9 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
             if os.getppid() != parent_pid:  # orphaned: the cluster's process died
                 return
             continue
+        done_with_last = True
         if payload == STOP:
+            mds.delete(processing)
             return
         try:
             invocation = loads(payload)
@@ -82,14 +111,22 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int) -> None:
 
 
 class WorkerPool:
-    """``n_workers`` warm executor processes."""
+    """``n_workers`` warm executor processes, replaced (and their invocation retried) if they die."""
 
-    def __init__(self, spec: StorageSpec, queue_key: str, n_workers: int, limit_blas_threads: bool = True):
+    def __init__(self, spec: StorageSpec, queue_key: str, n_workers: int, limit_blas_threads: bool = True,
+                 max_retries: int = DEFAULT_MAX_RETRIES):
         self.spec = spec
         self.queue_key = queue_key
         self.n_workers = n_workers
         self.limit_blas_threads = limit_blas_threads
+        self.max_retries = max_retries
         self.processes: list[subprocess.Popen] = []
+        #: Workers that died and were replaced, with what became of their invocations (for reports/tests).
+        self.crashes: list[dict[str, Any]] = []
+        self._env: dict[str, str] = {}
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._control: redis.Redis | None = None
 
     def start(self) -> "WorkerPool":
         env = dict(os.environ)
@@ -99,23 +136,79 @@ class WorkerPool:
         # workers import task functions by reference (pickle and cloudpickle both do for any module
         # but __main__), so they must see the client's import path, as multiprocessing children do
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        # the spec holds the Redis password: it goes through stdin, never argv or the environment
-        boot = dumps((self.spec, self.queue_key, os.getpid()))
-        for _ in range(self.n_workers):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "wukong.local.worker_process"], stdin=subprocess.PIPE, env=env,
-                start_new_session=True,  # Ctrl-C in a terminal reaches the client, not the workers
-            )
-            proc.stdin.write(boot)
-            proc.stdin.close()
-            self.processes.append(proc)
+        self._env = env
+        self.processes = [self._spawn(i) for i in range(self.n_workers)]
+        self._control = connect(self.spec.mds, self.spec)
+        self._monitor = threading.Thread(target=self._watch, name="wukong-worker-monitor", daemon=True)
+        self._monitor.start()
         return self
+
+    def _spawn(self, worker_id: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wukong.local.worker_process"], stdin=subprocess.PIPE, env=self._env,
+            start_new_session=True,  # Ctrl-C in a terminal reaches the client, not the workers
+        )
+        # the spec holds the Redis password: it goes through stdin, never argv or the environment
+        proc.stdin.write(dumps((self.spec, self.queue_key, os.getpid(), worker_id)))
+        proc.stdin.close()
+        return proc
 
     def alive(self) -> int:
         return sum(p.poll() is None for p in self.processes)
 
+    # --- crash recovery ------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stopping.wait(MONITOR_INTERVAL):
+            for worker_id, proc in enumerate(self.processes):
+                if proc.poll() is None or self._stopping.is_set():
+                    continue
+                try:
+                    self._recover(worker_id, proc.returncode)
+                except Exception:  # Redis gone (cluster closing?): try again next round
+                    log.warning("could not recover dead worker %d", worker_id, exc_info=True)
+
+    def _recover(self, worker_id: int, returncode: int) -> None:
+        """Re-queue (or give up on) what a dead worker was running, then replace the worker."""
+        processing = processing_key(self.queue_key, worker_id)
+        pipe = self._control.pipeline(transaction=True)
+        pipe.lrange(processing, 0, -1)
+        pipe.delete(processing)
+        payloads = pipe.execute()[0]
+        for payload in payloads:
+            if payload != STOP:
+                self.crashes.append(self._retry_or_fail(payload, worker_id, returncode))
+        if not self._stopping.is_set():
+            self.processes[worker_id] = self._spawn(worker_id)
+
+    def _retry_or_fail(self, payload: bytes, worker_id: int, returncode: int) -> dict[str, Any]:
+        inv: Invocation = loads(payload)  # the envelope is plain data: no user code is imported here
+        cause = describe_exit(returncode)
+        if inv.attempt < self.max_retries:
+            inv.attempt += 1
+            self._control.lpush(self.queue_key, dumps(inv))  # to the front: it has waited already
+            log.warning("executor %d of job %s died (%s) running task id %d; retry %d of %d",
+                        worker_id, inv.job.job_id, cause, inv.start, inv.attempt, self.max_retries)
+            return {"job_id": inv.job.job_id, "task": inv.start, "cause": cause, "action": "retried"}
+        stores = RedisStores(inv.job.storage)
+        try:
+            storage = JobStorage(stores, inv.job.job_id, inv.job.ttl, inv.job.n_outputs)
+            key = _task_key(inv, storage)
+            exc = ExecutorCrashedError(
+                f"the executor running task {key} died ({cause}) on each of its {inv.attempt + 1} attempts; "
+                f"giving up after max_retries={self.max_retries}. A task that exhausts memory or "
+                f"kills its process does this; run it alone to see why."
+            )
+            storage.end_job("failed", failure_event(key, exc))  # re-raised as itself
+        finally:
+            stores.close()
+        return {"job_id": inv.job.job_id, "task": inv.start, "cause": cause, "action": "failed"}
+
     def stop(self, client: redis.Redis | None, timeout: float = 5.0) -> None:
         """Ask every worker to stop, then terminate and kill whatever is left."""
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join(2 * MONITOR_INTERVAL + 1)
+            self._monitor = None
         if client is not None:
             with contextlib.suppress(redis.RedisError):
                 client.delete(self.queue_key)
@@ -131,5 +224,37 @@ class WorkerPool:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(2)
+        if client is not None:
+            with contextlib.suppress(redis.RedisError):
+                client.delete(*[processing_key(self.queue_key, i) for i in range(len(self.processes))])
         self.processes.clear()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+
+def describe_exit(returncode: int) -> str:
+    """'killed by SIGKILL' for a negative return code, else 'exit code N'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def _task_key(inv: Invocation, storage: JobStorage) -> Any:
+    """The key of the invocation's start task, for the error message; its id if it cannot be read."""
+    try:
+        for blob in (inv.records_blob, inv.path_blob):
+            if blob is not None:
+                records = loads(blob)
+                records = getattr(records, "records", records)
+                if inv.start in records:
+                    return records[inv.start].key
+        if inv.start_path is not None:
+            return loads(storage.get_path(inv.start_path)).records[inv.start].key
+    except Exception:
+        pass
+    return f"<task id {inv.start}>"
 

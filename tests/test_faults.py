@@ -1,0 +1,122 @@
+"""Fault injection on the local runtime: executors killed mid-task are detected and retried, as
+Lambda retries asynchronous invokes; when retries run out the job fails fast naming the task.
+
+Tasks record each attempt in files under tmp_path (pid per line), so the test can find and
+SIGKILL the worker that is running a task, and count how often each task really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from operator import add
+from pathlib import Path
+
+import pytest
+
+from wukong import Client, ExecutorCrashedError, LocalCluster
+
+HANG_GUARD = 60.0
+
+
+def record_attempt(marker: str) -> int:
+    """Append this process's pid to ``marker``; returns the attempt number (1-based)."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return len(Path(marker).read_text().split())
+
+
+def stall_first_attempt(marker: str, x: int) -> int:
+    """Runs slowly the first time (so the test can kill it), then returns x * 2."""
+    if record_attempt(marker) == 1:
+        time.sleep(HANG_GUARD)
+    return x * 2
+
+
+def counted_add(marker: str, a: int, b: int) -> int:
+    record_attempt(marker)
+    return a + b
+
+
+def kill_own_process(marker: str, x: int) -> int:
+    record_attempt(marker)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def wait_for_lines(path: Path, n: int, timeout: float = HANG_GUARD) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            pids = [int(p) for p in path.read_text().split()]
+            if len(pids) >= n:
+                return pids
+        time.sleep(0.02)
+    raise AssertionError(f"{path.name} never reached {n} attempts")
+
+
+@pytest.fixture(scope="module")
+def fault_cluster():
+    with LocalCluster(n_workers=2) as c:
+        yield c
+
+
+@pytest.mark.timeout(120)
+def test_executor_killed_mid_task_is_retried_and_the_job_completes(fault_cluster, tmp_path):
+    slow, merge = str(tmp_path / "slow"), str(tmp_path / "merge")
+    dsk = {
+        "a": 20,
+        "b": (stall_first_attempt, slow, "a"),
+        "c": 2,
+        "total": (counted_add, merge, "b", "c"),
+    }
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = Client(fault_cluster).get(dsk, "total")
+        except BaseException as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    job = threading.Thread(target=run)
+    job.start()
+    [victim] = wait_for_lines(Path(slow), 1)
+    os.kill(victim, signal.SIGKILL)
+    job.join(HANG_GUARD)
+    assert not job.is_alive(), "the job hung after its executor was killed"
+    assert outcome == {"value": 42}
+    attempts = [int(p) for p in Path(slow).read_text().split()]
+    assert len(attempts) == 2 and attempts[1] != victim, "the killed task was not retried in another worker"
+    assert len(Path(merge).read_text().split()) == 1, "the downstream task ran more than once"
+    assert any(c["action"] == "retried" and c["cause"] == "killed by SIGKILL" for c in fault_cluster.pool.crashes)
+
+
+@pytest.mark.timeout(120)
+def test_retries_exhausted_fail_the_job_naming_the_task(fault_cluster, tmp_path):
+    marker = str(tmp_path / "doomed")
+    dsk = {"doomed-task": (kill_own_process, marker, 1), "out": (add, "doomed-task", 1)}
+    started = time.monotonic()
+    with pytest.raises(ExecutorCrashedError) as info:
+        Client(fault_cluster).get(dsk, "out")
+    text = "\n".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert "doomed-task" in text and "killed by SIGKILL" in text and "max_retries=2" in text
+    assert len(Path(marker).read_text().split()) == 3  # the first run and two retries
+    assert time.monotonic() - started < HANG_GUARD
+
+
+@pytest.mark.timeout(120)
+def test_dead_workers_are_replaced_and_the_cluster_keeps_working(fault_cluster):
+    deadline = time.monotonic() + HANG_GUARD
+    while fault_cluster.pool.alive() < fault_cluster.n_workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fault_cluster.pool.alive() == fault_cluster.n_workers
+    before = [p.pid for p in fault_cluster.pool.processes]
+    os.kill(before[0], signal.SIGKILL)  # an idle worker: nothing to retry, but it is replaced
+    while fault_cluster.pool.processes[0].pid == before[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fault_cluster.pool.processes[0].pid != before[0]
+    dsk = {("x", i): i for i in range(50)}
+    dsk["sum"] = (sum, [("x", i) for i in range(50)])
+    assert Client(fault_cluster).get(dsk, "sum") == sum(range(50))
