@@ -96,7 +96,8 @@ def test_executor_killed_mid_task_is_retried_and_the_job_completes(fault_cluster
 @pytest.mark.timeout(120)
 def test_retries_exhausted_fail_the_job_naming_the_task(fault_cluster, tmp_path):
     marker = str(tmp_path / "doomed")
-    dsk = {"doomed-task": (kill_own_process, marker, 1), "out": (add, "doomed-task", 1)}
+    # the doomed task runs after the invocation's start task: the error still names it
+    dsk = {"x": 1, "doomed-task": (kill_own_process, marker, "x"), "out": (add, "doomed-task", 1)}
     started = time.monotonic()
     with pytest.raises(ExecutorCrashedError) as info:
         Client(fault_cluster).get(dsk, "out")

@@ -21,8 +21,10 @@ import contextlib
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,7 @@ import redis
 
 from wukong.errors import ExecutorCrashedError
 from wukong.executor import Executor, failure_event
+from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec, connect
@@ -65,12 +68,41 @@ def processing_key(queue_key: str, worker_id: int) -> str:
     return f"{queue_key}:processing:{worker_id}"
 
 
-def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: int = 0) -> None:
+class CurrentTaskFile(ExecutorHooks):
+    """Writes the key of the task a worker is running to a small file the monitor reads if the
+    worker dies, so a crash is reported against the task that caused it, not its invocation's start.
+    One pwrite per task: far cheaper than telling Redis."""
+
+    SIZE = 512
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def task_started(self, key: object) -> None:
+        os.pwrite(self.fd, repr(key).encode("utf-8", "replace")[: self.SIZE].ljust(self.SIZE, b"\0"), 0)
+
+    @classmethod
+    def read(cls, path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                text = f.read(cls.SIZE).rstrip(b"\0").decode("utf-8", "replace")
+        except OSError:
+            return None
+        return text or None
+
+
+def current_task_path(state_dir: str, worker_id: int) -> str:
+    return os.path.join(state_dir, f"worker-{worker_id}.task")
+
+
+def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: int = 0,
+                state_dir: str | None = None) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
     mds = stores.mds
-    executor = Executor(stores, RedisQueueInvoker(mds, queue_key), flush_interval=FLUSH_INTERVAL)
+    hooks = ExecutorHooks() if state_dir is None else CurrentTaskFile(current_task_path(state_dir, worker_id))
+    executor = Executor(stores, RedisQueueInvoker(mds, queue_key), hooks=hooks, flush_interval=FLUSH_INTERVAL)
     processing = processing_key(queue_key, worker_id)
     mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
     done_with_last = False
@@ -127,6 +159,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self._control: redis.Redis | None = None
+        self._state_dir: str | None = None
 
     def start(self) -> "WorkerPool":
         env = dict(os.environ)
@@ -137,6 +170,7 @@ class WorkerPool:
         # but __main__), so they must see the client's import path, as multiprocessing children do
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         self._env = env
+        self._state_dir = tempfile.mkdtemp(prefix="wukong-workers-")
         self.processes = [self._spawn(i) for i in range(self.n_workers)]
         self._control = connect(self.spec.mds, self.spec)
         self._monitor = threading.Thread(target=self._watch, name="wukong-worker-monitor", daemon=True)
@@ -149,7 +183,7 @@ class WorkerPool:
             start_new_session=True,  # Ctrl-C in a terminal reaches the client, not the workers
         )
         # the spec holds the Redis password: it goes through stdin, never argv or the environment
-        proc.stdin.write(dumps((self.spec, self.queue_key, os.getpid(), worker_id)))
+        proc.stdin.write(dumps((self.spec, self.queue_key, os.getpid(), worker_id, self._state_dir)))
         proc.stdin.close()
         return proc
 
@@ -177,31 +211,36 @@ class WorkerPool:
         for payload in payloads:
             if payload != STOP:
                 self.crashes.append(self._retry_or_fail(payload, worker_id, returncode))
+        with contextlib.suppress(OSError):
+            os.unlink(current_task_path(self._state_dir, worker_id))
         if not self._stopping.is_set():
             self.processes[worker_id] = self._spawn(worker_id)
 
     def _retry_or_fail(self, payload: bytes, worker_id: int, returncode: int) -> dict[str, Any]:
         inv: Invocation = loads(payload)  # the envelope is plain data: no user code is imported here
         cause = describe_exit(returncode)
+        running = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
         if inv.attempt < self.max_retries:
             inv.attempt += 1
             self._control.lpush(self.queue_key, dumps(inv))  # to the front: it has waited already
             log.warning("executor %d of job %s died (%s) running task id %d; retry %d of %d",
                         worker_id, inv.job.job_id, cause, inv.start, inv.attempt, self.max_retries)
-            return {"job_id": inv.job.job_id, "task": inv.start, "cause": cause, "action": "retried"}
+            return {"job_id": inv.job.job_id, "task": running, "cause": cause, "action": "retried"}
         stores = RedisStores(inv.job.storage)
         try:
             storage = JobStorage(stores, inv.job.job_id, inv.job.ttl, inv.job.n_outputs)
-            key = _task_key(inv, storage)
+            key = running or repr(_task_key(inv, storage))
             exc = ExecutorCrashedError(
                 f"the executor running task {key} died ({cause}) on each of its {inv.attempt + 1} attempts; "
                 f"giving up after max_retries={self.max_retries}. A task that exhausts memory or "
                 f"kills its process does this; run it alone to see why."
             )
-            storage.end_job("failed", failure_event(key, exc))  # re-raised as itself
+            event = failure_event(key, exc)  # re-raised as itself
+            event["key"] = key  # already a repr
+            storage.end_job("failed", event)
         finally:
             stores.close()
-        return {"job_id": inv.job.job_id, "task": inv.start, "cause": cause, "action": "failed"}
+        return {"job_id": inv.job.job_id, "task": key, "cause": cause, "action": "failed"}
 
     def stop(self, client: redis.Redis | None, timeout: float = 5.0) -> None:
         """Ask every worker to stop, then terminate and kill whatever is left."""
@@ -228,6 +267,9 @@ class WorkerPool:
             with contextlib.suppress(redis.RedisError):
                 client.delete(*[processing_key(self.queue_key, i) for i in range(len(self.processes))])
         self.processes.clear()
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
         if self._control is not None:
             self._control.close()
             self._control = None
