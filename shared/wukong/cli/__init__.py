@@ -26,6 +26,7 @@ log = logging.getLogger("wukong.cli")
 COMMANDS: tuple[str, ...] = (
     "demo",
     "info",
+    "simulate",
 )
 
 
