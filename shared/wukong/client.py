@@ -1,4 +1,5 @@
-"""``Client``: the user's entry point. ``x.compute(scheduler=client.get)`` runs a graph on Wukong.
+"""``Client``: the user's entry point. ``x.compute(scheduler=client.get)`` runs a graph on Wukong,
+on a LocalCluster in this process or, with ``Client(endpoint=URL, token=T)``, on a remote job API.
 
 ``client.get`` follows Dask's scheduler protocol: it takes any graph form Dask hands a
 scheduler plus a key or nested list of keys, and returns values in the same nesting.
@@ -8,35 +9,70 @@ from __future__ import annotations
 
 from typing import Any
 
-from wukong.config import WukongConfig
+from wukong.config import WukongConfig, make_config
 from wukong.graph import normalize_graph
 from wukong.job import JobRun
 from wukong.local.cluster import LocalCluster
 from wukong.progress import ProgressBar
 from wukong.report import JobReport
+from wukong.service.base import JobHandle, JobService
+from wukong.service.models import JobConfig, JobStatus
 
 
 class Client:
-    """Submits graphs to a cluster. With no cluster, starts (and owns) an embedded LocalCluster."""
+    """Submits graphs to a cluster or a job API endpoint.
 
-    def __init__(self, cluster: LocalCluster | None = None, *, progress: bool | None = None,
+    - ``Client(cluster)``: run on that LocalCluster.
+    - ``Client(endpoint=URL, token=T)``: run on ``wukong serve`` (bearer token) or on API Gateway
+      (SigV4; ``auth="sigv4"`` or an execute-api URL). ``WUKONG_ENDPOINT``/``WUKONG_TOKEN`` work too.
+    - ``Client()``: start (and own) an embedded LocalCluster.
+    """
+
+    def __init__(self, cluster: LocalCluster | None = None, *, endpoint: str | None = None,
+                 token: str | None = None, auth: str | None = None, progress: bool | None = None,
                  config: WukongConfig | None = None, **settings: Any):
-        self._owns_cluster = cluster is None
-        self.cluster = cluster if cluster is not None else LocalCluster(config=config, **settings)
-        self.progress = self.cluster.config.progress if progress is None else progress
+        if cluster is not None and endpoint is not None:
+            raise ValueError("give a cluster or an endpoint, not both")
+        self.cluster: LocalCluster | None = cluster
+        self._service: JobService | None = None
+        self._owns_cluster = False
+        if cluster is None:
+            cfg = make_config(config, endpoint=endpoint, token=token, auth=auth, **settings)
+            if cfg.endpoint:
+                self._config = cfg
+                self._service = _remote_service(cfg)
+            else:
+                self._owns_cluster = True
+                self.cluster = LocalCluster(config=cfg)
+        self.progress = self.config.progress if progress is None else progress
         self.last_report: JobReport | None = None
 
     @property
     def config(self) -> WukongConfig:
-        return self.cluster.config
+        return self.cluster.config if self.cluster is not None else self._config
+
+    @property
+    def endpoint(self) -> str | None:
+        return None if self.cluster is not None else self._config.endpoint
+
+    @property
+    def service(self) -> JobService:
+        """The job service behind :meth:`submit`: in-process on the cluster, or the remote API."""
+        if self._service is None:
+            from wukong.service.local import LocalJobService
+
+            self._service = LocalJobService(self.cluster)
+        return self._service
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` from ``dsk``. Dask passes scheduler options in ``kwargs``; they are
         ignored, except ``progress=`` which turns the progress bar on or off for this call."""
+        show = kwargs.get("progress", self.progress)
+        if self.cluster is None:
+            return self._get_remote(dsk, keys, show)
         if self.cluster.stores is None:
             raise RuntimeError("this client's cluster is closed; start a new LocalCluster")
         graph = normalize_graph(dsk, keys)
-        show = kwargs.get("progress", self.progress)
         bar = ProgressBar() if show else None
         run = JobRun(graph, self.cluster.stores, self.cluster.invoker, self.config, progress=bar)
         try:
@@ -46,7 +82,35 @@ class Client:
                 bar.close()
             self.last_report = run.report
 
+    def _get_remote(self, dsk: Any, keys: Any, show: bool) -> Any:
+        handle = self.submit(dsk, keys)
+        try:
+            return handle.result(progress=show)
+        except KeyboardInterrupt:  # the user gave up on the job: do not leave it running remotely
+            handle.cancel()
+            raise
+        finally:
+            self.last_report = handle.report
+
+    def submit(self, dsk: Any, keys: Any, **job_config: Any) -> JobHandle:
+        """Start a job and return at once with its :class:`JobHandle` (``status``, ``wait``, ``result``,
+        ``cancel``). ``job_config`` overrides job settings such as ``job_timeout`` for this job."""
+        graph = normalize_graph(dsk, keys)  # bad keys and cycles fail here, before anything is sent
+        status = self.service.submit(graph, JobConfig(**job_config) if job_config else None)
+        handle = JobHandle(self.service, status.job_id, progress=self.progress)
+        handle.last_status = status
+        return handle
+
+    def job(self, job_id: str) -> JobHandle:
+        """A handle on a job submitted earlier (by any client of the same service)."""
+        return JobHandle(self.service, job_id, progress=self.progress)
+
+    def jobs(self, limit: int = 50) -> list[JobStatus]:
+        return self.service.jobs(limit)
+
     def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
         if self._owns_cluster:
             self.cluster.close()
 
@@ -57,4 +121,14 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<wukong.Client cluster={self.cluster!r}>"
+        where = f"cluster={self.cluster!r}" if self.cluster is not None else f"endpoint={self.endpoint}"
+        return f"<wukong.Client {where}>"
+
+
+def _remote_service(config: WukongConfig) -> JobService:
+    from wukong.service.remote import HttpJobService, make_auth
+
+    token = config.token.get_secret_value() if config.token else None
+    auth = make_auth(config.endpoint, token, config.auth, config.aws_region)
+    return HttpJobService(config.endpoint, auth, timeout=config.request_timeout,
+                          inline_limit=config.inline_graph_limit)

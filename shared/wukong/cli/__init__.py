@@ -26,6 +26,12 @@ log = logging.getLogger("wukong.cli")
 COMMANDS: tuple[str, ...] = (
     "demo",
     "info",
+    "serve",
+    "submit",
+    "status",
+    "result",
+    "jobs",
+    "cancel",
     "simulate",
 )
 

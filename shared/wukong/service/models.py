@@ -1,0 +1,166 @@
+"""The job API's wire format: pydantic models shared by the HTTP server, the clients and the
+OpenAPI document, plus the conversions between a job's ending event and its JSON error. Pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import traceback
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from wukong.serialization import dumps
+
+#: Job ids are also Step Functions execution names on AWS: 1-80 of [A-Za-z0-9_-].
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+#: Media type of a pickled graph or result body.
+PICKLE_MEDIA_TYPE = "application/octet-stream"
+
+
+class JobState(str, Enum):
+    planning = "planning"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class JobError(BaseModel):
+    """Why a job failed: the first failure wins, as in the local engine."""
+
+    kind: Literal["task", "internal", "timeout", "cancelled"] = Field(
+        description="task: a task raised; internal: Wukong itself failed; timeout: job_timeout passed; "
+        "cancelled: DELETE /jobs/{id}."
+    )
+    key: str | None = Field(default=None, description="The failing task's Dask key (its repr), when a task failed.")
+    type: str = Field(description="Exception type, module-qualified, e.g. builtins.ZeroDivisionError.")
+    message: str
+    traceback: str | None = Field(default=None, description="The remote traceback, when there is one.")
+    worker: str | None = Field(default=None, description="Which executor reported the failure.")
+    exception: str | None = Field(
+        default=None,
+        description="Base64 pickle of the exception, so a Python client re-raises the task's own type. "
+        "Only unpickle it from a server you trust.",
+    )
+
+
+class JobTimings(BaseModel):
+    """Wall-clock times are Unix seconds; durations are seconds."""
+
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    plan_seconds: float | None = None
+    wall_seconds: float | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    state: JobState
+    tasks_done: int = Field(ge=0, description="Tasks finished so far (progress; reported in batches).")
+    tasks_total: int = Field(ge=0)
+    timings: JobTimings
+    error: JobError | None = None
+    result_available: bool = Field(default=False, description="GET /jobs/{id}/result will answer 200.")
+    report: dict[str, Any] | None = Field(default=None, description="The job report (JobReport) once finished.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Most recent first.")
+
+
+class JobConfig(BaseModel):
+    """Per-job overrides of job-level settings; storage and server settings cannot be overridden."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_timeout: float | None = Field(default=None, gt=0)
+    job_ttl: int | None = Field(default=None, ge=60)
+    payload_limit: int | None = Field(default=None, ge=4096)
+    big_task_threshold: int | None = Field(default=None, ge=0)
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class SubmitRequest(BaseModel):
+    """``POST /jobs`` as JSON: the graph inline (base64) or a finished upload's id, never both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    graph: str | None = Field(
+        default=None, description="Base64 of the pickled tuple (dsk, keys) (wukong.serialization.dumps)."
+    )
+    graph_upload: str | None = Field(default=None, description="upload_id of a completed PUT /uploads/{upload_id}.")
+    config: JobConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_graph(self) -> "SubmitRequest":
+        if (self.graph is None) == (self.graph_upload is None):
+            raise ValueError("give exactly one of 'graph' (base64) and 'graph_upload' (an upload id)")
+        return self
+
+
+class UploadTicket(BaseModel):
+    """Where to PUT a large graph: the local counterpart of an S3 presigned URL."""
+
+    upload_id: str
+    url: str = Field(description="PUT the raw bytes here, without an Authorization header; single use.")
+    method: Literal["PUT"] = "PUT"
+    max_bytes: int
+    expires_at: float
+
+
+class UploadDone(BaseModel):
+    upload_id: str
+    size: int
+
+
+class Problem(BaseModel):
+    """Every error response: one readable sentence."""
+
+    detail: str
+
+
+def error_from_event(event: dict) -> JobError:
+    """A failure event from storage (see ``executor.failure_event``) as its wire form."""
+    reason = event.get("reason")
+    if reason in ("timeout", "cancelled"):
+        return JobError(kind=reason, type=("wukong.errors.JobTimeoutError" if reason == "timeout"
+                                           else "wukong.errors.JobFailedError"),
+                        message=event.get("message", f"job {reason}"))
+    return JobError(
+        kind="internal" if event.get("internal") else "task",
+        key=event.get("key"),
+        type=event.get("type") or "builtins.Exception",
+        message=event.get("message", ""),
+        traceback=event.get("traceback"),
+        worker=event.get("worker"),
+        exception=event.get("exception"),
+    )
+
+
+def error_from_exception(exc: BaseException) -> JobError:
+    """A failure that happened outside the executors (planning, storage) as its wire form."""
+    try:
+        blob: str | None = base64.b64encode(dumps(exc)).decode()
+    except Exception:
+        blob = None
+    return JobError(kind="internal", type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    message=str(exc)[:4000], traceback="".join(traceback.format_exception(exc))[-8000:],
+                    exception=blob)
+
+
+def event_from_error(error: JobError) -> dict:
+    """The inverse of :func:`error_from_event`, for ``wukong.job.raise_job_error``."""
+    if error.kind in ("timeout", "cancelled"):
+        return {"kind": "error", "reason": error.kind, "message": error.message}
+    return {"kind": "error", "key": error.key or "<job>", "type": error.type, "message": error.message,
+            "traceback": error.traceback or "", "exception": error.exception,
+            "internal": error.kind == "internal", "worker": error.worker or "?"}
