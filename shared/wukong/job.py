@@ -86,6 +86,8 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         n_outputs=len(plan.output_ids),
         payload_limit=config.payload_limit,
         big_task_threshold=config.big_task_threshold,
+        # a third of the heartbeat timeout, so one late report does not fail the job
+        heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
     )
     storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
     blobs = [dumps(path) for path in plan.paths]
@@ -101,6 +103,13 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
     storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": created},
                        record=dumps(record))
     return PlannedJob(record, plan, blobs)
+
+
+def load_job(stores: RedisStores, job_id: str) -> tuple[JobRecord, JobStorage]:
+    """The record of a planned job and a storage view of it; LookupError if the MDS does not know it."""
+    record: JobRecord = loads(JobStorage(stores, job_id, ttl=60, n_outputs=0).get_record())
+    settings = record.settings
+    return record, JobStorage(stores, job_id, settings.ttl, settings.n_outputs)
 
 
 def leaf_payload(settings: JobSettings, leaf: int, pid: int, path_blob: bytes | None) -> bytes:

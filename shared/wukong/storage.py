@@ -419,11 +419,26 @@ class JobStorage:
         self._count(mds=2)
         return bool(first)
 
+    def record_done(self) -> None:
+        """Push the done event of a job that has nothing to compute (no requested keys)."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.rpush(self.keys.events, json.dumps({"kind": "done"}))
+        pipe.expire(self.keys.events, self.ttl)
+        self._execute(pipe, mds=True)
+
     @_traced
     def has_ended(self) -> bool:
         ended = self.stores.mds.exists(self.keys.ended)
         self._count(mds=1)
         return bool(ended)
+
+    @_traced
+    def first_event(self) -> dict | None:
+        """The job's first done or failure event, without consuming it (the AWS path has no waiter
+        popping events)."""
+        item = self.stores.mds.lindex(self.keys.events, 0)
+        self._count(mds=1)
+        return None if item is None else json.loads(item)
 
     def wait_event(self, timeout: float) -> dict | None:
         """Block up to ``timeout`` seconds for the job's done or failure event."""

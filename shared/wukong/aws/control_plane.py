@@ -1,0 +1,176 @@
+"""The Step Functions side of a job's end: the await state's task token in the MDS, and who sends it.
+
+The waiter Lambda stores the token; the executor that stores the last result (or the first failure)
+claims it and sends SendTaskSuccess / SendTaskFailure. Either may come first, so both sides run
+one Lua script each that also checks the other's half: the waiter sends the outcome itself when the
+job has already finished, and a ``notified`` key (holding the token that was sent) makes the
+outcome go out exactly once per token. The outcome is always the job's *first* event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wukong.hooks import ExecutorHooks
+from wukong.invocation import JobSettings
+from wukong.storage import JobStorage
+
+log = logging.getLogger(__name__)
+
+# KEYS: token hash, notified, events. ARGV: token, ttl. Stores the token; if the job already has its
+# first event and this token was not notified yet, claims it and returns that event.
+_STORE_TOKEN = """
+redis.call('HSET', KEYS[1], 'token', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local first = redis.call('LINDEX', KEYS[3], 0)
+if first and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  return first
+end
+return false
+"""
+
+# KEYS: token hash, notified, events. ARGV: ttl. Claims the stored token for the job's first event;
+# returns {token, event}, or nothing when no token is stored yet (the waiter will send) or it was sent.
+_CLAIM_TOKEN = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if not token or redis.call('GET', KEYS[2]) == token then return false end
+local first = redis.call('LINDEX', KEYS[3], 0)
+if not first then return false end
+redis.call('SET', KEYS[2], token, 'EX', ARGV[1])
+return {token, first}
+"""
+
+# KEYS: heartbeat lease, token hash. ARGV: lease seconds. The token, for the one caller per lease.
+_HEARTBEAT_LEASE = """
+local token = redis.call('HGET', KEYS[2], 'token')
+if not token then return false end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return token end
+return false
+"""
+
+#: Answers that mean the token is already used or gone: the other side sent first, or the state timed out.
+STALE_TOKEN_ERRORS = frozenset({"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"})
+#: Step Functions' limits on SendTaskFailure.
+MAX_ERROR, MAX_CAUSE = 256, 32768
+
+
+class TaskTokenStore:
+    """The await state's token for one job, in the MDS next to the job's events."""
+
+    def __init__(self, storage: JobStorage):
+        self.storage = storage
+        self.mds = storage.stores.mds
+        self.keys = storage.keys
+
+    def _run(self, source: str, keys: list[str], args: list) -> Any:
+        # register_script runs EVALSHA and loads the script only when the server lacks it
+        return self.mds.register_script(source)(keys=keys, args=args)
+
+    def store(self, token: str) -> dict | None:
+        """Keep ``token``; returns the job's first event if it already finished (send it now)."""
+        k = self.keys
+        first = self._run(_STORE_TOKEN, [k.task_token, k.notified, k.events], [token, self.storage.ttl])
+        return None if first is None else json.loads(first)
+
+    def claim(self) -> tuple[str, dict] | None:
+        """(token, first event) if the job has finished and its token is stored and not yet sent."""
+        k = self.keys
+        claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, k.events], [self.storage.ttl])
+        return None if not claimed else (claimed[0].decode(), json.loads(claimed[1]))
+
+    def heartbeat_token(self, lease_seconds: int) -> str | None:
+        """The token if this caller holds the heartbeat lease for the next ``lease_seconds``."""
+        token = self._run(_HEARTBEAT_LEASE, [self.keys.heartbeat_lease, self.keys.task_token], [lease_seconds])
+        return None if token is None else token.decode()
+
+
+def error_name(event: Mapping) -> str:
+    """The Step Functions error of a failure event: the exception type, e.g. builtins.ZeroDivisionError."""
+    return str(event.get("type") or "WukongJobFailed")[:MAX_ERROR]
+
+
+def cause_of(job_id: str, event: Mapping) -> dict:
+    """The failing task and its exception, from a failure event (without the pickled exception)."""
+    cause = {"job_id": job_id, "key": event.get("key"), "type": event.get("type"),
+             "message": str(event.get("message", ""))[:4000], "traceback": str(event.get("traceback", ""))[-8000:],
+             "internal": bool(event.get("internal")), "worker": event.get("worker")}
+    if event.get("reason"):
+        cause["reason"] = event["reason"]
+    return cause
+
+
+def failure_cause(job_id: str, event: Mapping) -> str:
+    """A JSON cause naming the failing task and its exception; carries the pickled exception when it
+    fits, so a Python client can re-raise the task's own exception type."""
+    cause = cause_of(job_id, event)
+    text = json.dumps(cause)
+    exception = event.get("exception")
+    if exception and len(text) + len(exception) + 20 < MAX_CAUSE:
+        text = json.dumps({**cause, "exception": exception})
+    return text[:MAX_CAUSE]
+
+
+def send_outcome(sfn: Any, token: str, job_id: str, event: Mapping) -> bool:
+    """SendTaskSuccess or SendTaskFailure for the job's first event; False if the token was stale."""
+    from botocore.exceptions import ClientError
+
+    try:
+        if event.get("kind") == "done":
+            sfn.send_task_success(taskToken=token, output=json.dumps({"job_id": job_id, "status": "done"}))
+        else:
+            sfn.send_task_failure(taskToken=token, error=error_name(event), cause=failure_cause(job_id, event))
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in STALE_TOKEN_ERRORS:
+            log.info("job %s: the await state's token was already used or timed out", job_id)
+            return False
+        raise
+
+
+def send_heartbeat(sfn: Any, token: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        sfn.send_task_heartbeat(taskToken=token)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in STALE_TOKEN_ERRORS:
+            raise
+
+
+class StepFunctionsHooks(ExecutorHooks):
+    """Executor hooks on Lambda: X-Ray spans, log keys, the job-end callback, heartbeats, metrics."""
+
+    def __init__(self, obs: Any, sfn_factory: Any, job: JobSettings):
+        self.obs = obs
+        self.sfn_factory = sfn_factory  # the Step Functions client is made only when it is needed
+        self.job = job
+        self.span = obs.span if obs.tracing else None
+
+    def task_started(self, key: object) -> None:
+        self.obs.logger.append_keys(task_key=repr(key))
+
+    def job_ended(self, storage: JobStorage) -> None:
+        claimed = TaskTokenStore(storage).claim()
+        if claimed is not None:
+            token, event = claimed
+            send_outcome(self.sfn_factory(), token, storage.job_id, event)
+            self.obs.logger.info("sent the job's outcome to Step Functions", extra={"outcome": event.get("kind")})
+
+    def progress(self, storage: JobStorage) -> None:
+        if self.job.heartbeat_interval:
+            token = TaskTokenStore(storage).heartbeat_token(self.job.heartbeat_interval)
+            if token is not None:
+                send_heartbeat(self.sfn_factory(), token)
+
+    def invocation_done(self, counts: Mapping[str, float]) -> None:
+        count = self.obs.count
+        count("TasksRun", counts.get("tasks", 0))
+        count("ExecutorsInvoked", counts.get("invoked", 0))
+        count("KVBytesWritten", counts.get("kv_bytes_written", 0), "Bytes")
+        count("KVBytesRead", counts.get("kv_bytes_read", 0), "Bytes")
+        count("PayloadBytes", counts.get("payload_bytes", 0), "Bytes")
+        count("RedisRoundTrips", counts.get("round_trips", 0))

@@ -1,0 +1,109 @@
+"""The Finalize and CleanUpAfterFailure states: results to S3, the job report, the job's keys deleted.
+
+On success the state output carries only the results' S3 location and the report. On failure the
+function stops whatever still runs (the job is marked ended), cleans up, and returns the error and
+a JSON cause naming the failing task, which the Fail state shows in the console.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, error_name, failure_cause
+from wukong.aws.observability import Observability
+from wukong.aws.services import Services, job_config
+from wukong.job import JobRecord, finalize_job, load_job
+from wukong.serialization import dumps
+from wukong.storage import JobStorage
+
+#: A failed job's stragglers are not waited for long: the report is best effort.
+FAILURE_SETTLE_SECONDS = 0.5
+_TIMEOUTS = {"States.Timeout", "States.HeartbeatTimeout"}
+
+
+def results_key(job_id: str) -> str:
+    return f"results/{job_id}.pkl"
+
+
+def finalize(event: dict, obs: Observability, context: Any = None) -> dict:
+    if event.get("failed"):
+        return clean_up_after_failure(event.get("state") or {}, obs)
+    job_id = event["job_id"]
+    obs.logger.append_keys(job_id=job_id)
+    config = job_config(event.get("config"))
+    if not config.bucket:
+        raise ValueError("no results bucket configured: set WUKONG_BUCKET")
+    with Services(config) as services:
+        record, storage = load_job(services.stores(), job_id)
+        blobs = storage.results([tid for tid, _ in record.outputs])
+        body = dumps({"requested": record.requested, "values": {key: blobs[tid] for tid, key in record.outputs}})
+        with obs.span("write results"):
+            services.client("s3").put_object(Bucket=config.bucket, Key=results_key(job_id), Body=body)
+        report = finalize_job(storage, record, config, "succeeded", time.time() - record.created)
+    obs.count("JobsSucceeded", 1)
+    obs.count("ResultBytes", len(body), "Bytes")
+    return {"job_id": job_id, "status": "succeeded",
+            "results": {"bucket": config.bucket, "key": results_key(job_id), "bytes": len(body)},
+            "report": report.as_dict()}
+
+
+def describe_failure(state: dict) -> tuple[str, dict]:
+    """(error, cause) of the state's caught error: our executors' causes pass through; timeouts and
+    Lambda errors are translated to the same shape (job_id, key, type, message, traceback)."""
+    caught = state.get("error") or {}
+    error = str(caught.get("Error") or "WukongJobFailed")
+    raw = caught.get("Cause") or ""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    job_id = state.get("job_id")
+    if isinstance(parsed, dict) and "key" in parsed:  # sent by an executor or the waiter
+        return error, parsed
+    cause: dict = {"job_id": job_id, "key": None, "type": error, "message": raw}
+    if error in _TIMEOUTS:
+        settings = state.get("await") or {}
+        cause["reason"] = "timeout"
+        cause["message"] = (f"no executor reported progress for {settings.get('heartbeat_seconds')} s "
+                            "(heartbeat_timeout): an executor may have crashed or timed out"
+                            if error == "States.HeartbeatTimeout" else
+                            f"job {job_id} did not finish within {settings.get('timeout_seconds')} s")
+    elif isinstance(parsed, dict) and "errorType" in parsed:  # a Lambda function of ours raised
+        cause.update(type=parsed["errorType"], message=parsed.get("errorMessage", ""),
+                     traceback="".join(parsed.get("stackTrace") or [])[-8000:])
+    return error, cause
+
+
+def clean_up_after_failure(state: dict, obs: Observability) -> dict:
+    error, cause = describe_failure(state)
+    text = json.dumps(cause)[:MAX_CAUSE]
+    job_id = state.get("job_id")
+    obs.logger.append_keys(job_id=job_id)
+    report = None
+    if isinstance(job_id, str):
+        with Services(job_config(state.get("config"))) as services:
+            try:
+                record, storage = load_job(services.stores(), job_id)
+            except LookupError:  # Plan itself failed: nothing was written
+                record = None
+            if record is not None:
+                first = storage.first_event()
+                if first is not None and first.get("kind") == "error":
+                    # the task's own failure event, in full: a SendTaskFailure cause may be cut short
+                    error, text = error_name(first), failure_cause(job_id, first)
+                    cause = json.loads(text)
+                report = _stop_and_report(storage, record, services, cause)
+    obs.count("JobsFailed", 1)
+    obs.logger.warning("job failed", extra={"error": error, "key": cause.get("key")})
+    return {"job_id": job_id, "status": "failed", "error": error[:MAX_ERROR], "cause": text, "report": report}
+
+
+def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services, cause: dict) -> dict:
+    # executors still running see the job ended at their next check and stop quietly
+    storage.end_job(cause.get("reason") or "cancelled", {"kind": "error", **cause})
+    status = "timed out" if cause.get("reason") == "timeout" else "failed"
+    report = finalize_job(storage, record, services.config, status, time.time() - record.created,
+                          settle_timeout=FAILURE_SETTLE_SECONDS)
+    return report.as_dict()

@@ -1,0 +1,96 @@
+"""Fixtures for the AWS runtime tests: one real Redis for the module, and per test a moto account
+with the six functions, the bucket, the password secret and the state machine from the real ASL."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from aws_harness import FUNCTIONS, LambdaRouter, definition, zip_of
+from wukong.local.redis_server import RedisServerProcess
+from wukong.storage import RedisStores, StorageSpec
+
+REGION = "us-east-1"
+BUCKET = "wukong-test-jobs"
+SECRET = "wukong/redis-password"
+MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServerProcess().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_stores(redis_server):
+    """A client of the test Redis, for looking at what the functions left behind."""
+    host, port = redis_server.endpoint
+    stores = RedisStores(StorageSpec(mds=(host, port), kv=((host, port),), password=redis_server.password))
+    yield stores
+    stores.close()
+
+
+@dataclass
+class Deployment:
+    sfn: Any
+    s3: Any
+    lambda_: Any
+    state_machine_arn: str
+    router: LambdaRouter
+    function_arns: dict[str, str]
+
+
+@pytest.fixture
+def aws(redis_server, monkeypatch):
+    """Everything serverless.yml deploys, in moto; the functions' environment is the process's."""
+    host, port = redis_server.endpoint
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION, "WUKONG_REDIS_ENDPOINTS": f"{host}:{port}", "WUKONG_REDIS_PASSWORD_SECRET": SECRET,
+        "WUKONG_EXECUTOR_FUNCTION": "wukong-executor", "WUKONG_BUCKET": BUCKET,
+        "POWERTOOLS_SERVICE_NAME": "wukong", "POWERTOOLS_METRICS_NAMESPACE": "Wukong",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WUKONG_REDIS_PASSWORD", "REDIS_URL", "WUKONG_JOB_TIMEOUT", "WUKONG_HEARTBEAT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    router = LambdaRouter()
+    router.install(monkeypatch)
+    with mock_aws(config=MOTO_CONFIG):
+        iam = boto3.client("iam", region_name=REGION)
+        role = iam.create_role(RoleName="wukong-lambda", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                   "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+        lambda_ = boto3.client("lambda", region_name=REGION)
+        arns = {}
+        for name, (handler, _) in FUNCTIONS.items():
+            arns[name] = lambda_.create_function(
+                FunctionName=f"wukong-{name}", Runtime="python3.12", Role=role, Handler=handler,
+                Code={"ZipFile": zip_of("# routed to the repository's handler by the test harness\n")},
+                Environment={"Variables": {k: v for k, v in env.items() if k.startswith(("WUKONG_", "POWERTOOLS_"))}},
+                MemorySize=1024, Timeout=900,
+            )["FunctionArn"]
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name=SECRET, SecretString=redis_server.password)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        substitutions = {placeholder: arns[name] for name, (_, placeholder) in FUNCTIONS.items() if placeholder}
+        machine = sfn.create_state_machine(name="wukong-test", definition=definition(substitutions),
+                                           roleArn=role, type="STANDARD")["stateMachineArn"]
+        monkeypatch.setenv("WUKONG_STATE_MACHINE_ARN", machine)
+        try:
+            yield Deployment(sfn, s3, lambda_, machine, router, arns)
+        finally:
+            router.close()
+    assert not router.async_errors, router.async_errors
