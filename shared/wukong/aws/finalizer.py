@@ -76,6 +76,12 @@ def describe_failure(state: dict) -> tuple[str, dict]:
     return error, cause
 
 
+def fail_state_error(error: str) -> str:
+    """A Fail state's error may not begin with the reserved "States." prefix: States.Timeout becomes
+    Wukong.Timeout, and so on."""
+    return f"Wukong.{error.removeprefix('States.')}" if error.startswith("States.") else error
+
+
 def clean_up_after_failure(state: dict, obs: Observability) -> dict:
     error, cause = describe_failure(state)
     text = json.dumps(cause)[:MAX_CAUSE]
@@ -97,7 +103,7 @@ def clean_up_after_failure(state: dict, obs: Observability) -> dict:
                 report = _stop_and_report(storage, record, services, cause)
     obs.count("JobsFailed", 1)
     obs.logger.warning("job failed", extra={"error": error, "key": cause.get("key")})
-    return {"job_id": job_id, "status": "failed", "error": error[:MAX_ERROR], "cause": text, "report": report}
+    return {"job_id": job_id, "status": "failed", "error": fail_state_error(error)[:MAX_ERROR], "cause": text, "report": report}
 
 
 def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services, cause: dict) -> dict:
