@@ -8,7 +8,9 @@ cycles. Pure: no I/O, no recursion (10,000-long chains are fine).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+import gc
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +77,11 @@ def normalize_graph(dsk: Any, keys: Any) -> TaskGraph:
     Raises ``KeyError`` naming a requested key (or a dependency) missing from the graph, and
     :class:`GraphCycleError` naming a key on a cycle.
     """
+    with gc_paused():  # several objects per task, none of them garbage
+        return _normalize(dsk, keys)
+
+
+def _normalize(dsk: Any, keys: Any) -> TaskGraph:
     tasks = to_task_mapping(dsk)
     wanted = flatten_keys(keys)
     for key in wanted:
@@ -84,16 +91,16 @@ def normalize_graph(dsk: Any, keys: Any) -> TaskGraph:
     order, deps_of = _cull(tasks, wanted)
     topo = _toposort(order, deps_of)
     index = {key: i for i, key in enumerate(topo)}
-    dependencies = tuple(tuple(index[d] for d in deps_of[key]) for key in topo)
+    dependencies = tuple([tuple([index[d] for d in deps_of[key]]) for key in topo])
     dependents: list[list[int]] = [[] for _ in topo]
     for tid, deps in enumerate(dependencies):
         for d in deps:
             dependents[d].append(tid)
     return TaskGraph(
         keys=tuple(topo),
-        nodes=tuple(tasks[k] for k in topo),
+        nodes=tuple([tasks[k] for k in topo]),
         dependencies=dependencies,
-        dependents=tuple(tuple(d) for d in dependents),
+        dependents=tuple(map(tuple, dependents)),
         output_ids=tuple(index[k] for k in wanted),
         requested=keys,
         index=index,
@@ -117,8 +124,7 @@ def _cull(tasks: Mapping[Key, GraphNode], wanted: Iterable[Key]) -> tuple[list[K
     while stack:
         key = stack.pop()
         order.append(key)
-        node = tasks[key]
-        deps = sorted(node.dependencies, key=_sort_token) if len(node.dependencies) > 1 else list(node.dependencies)
+        deps = _stable_order(tasks[key].dependencies)
         for dep in deps:
             if dep not in tasks:
                 raise KeyError(f"task {key!r} depends on {dep!r}, which is not in the graph")
@@ -129,17 +135,27 @@ def _cull(tasks: Mapping[Key, GraphNode], wanted: Iterable[Key]) -> tuple[list[K
     return order, deps_of
 
 
+def _stable_order(deps: frozenset) -> list[Key]:
+    """A task's dependencies in an order that does not depend on hash randomization."""
+    if len(deps) < 2:
+        return list(deps)
+    try:
+        return sorted(deps)
+    except TypeError:  # keys of mixed types (str and tuple) do not compare: sort on a textual form
+        return sorted(deps, key=_sort_token)
+
+
 def _sort_token(key: Key) -> tuple[str, str]:
-    # keys of mixed types (str and tuple) do not compare; sort on a stable textual form
     return (type(key).__name__, repr(key))
 
 
 def _toposort(keys: list[Key], deps_of: Mapping[Key, list[Key]]) -> list[Key]:
     """Kahn's algorithm; dependencies first. Raises GraphCycleError on a cycle."""
-    remaining = {k: len(set(deps_of[k])) for k in keys}
+    # a task's dependencies come from a set, so they hold no duplicates to count twice
+    remaining = {k: len(deps_of[k]) for k in keys}
     users: dict[Key, list[Key]] = {k: [] for k in keys}
     for k in keys:
-        for d in set(deps_of[k]):
+        for d in deps_of[k]:
             users[d].append(k)
     ready = [k for k in reversed(keys) if remaining[k] == 0]
     out: list[Key] = []
@@ -172,6 +188,19 @@ def _on_cycle(stuck: list[Key], deps_of: Mapping[Key, list[Key]]) -> Key:
         seen.add(key)
         key = next(d for d in deps_of[key] if d in stuck_set)
     return key
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building hundreds of thousands of small objects:
+    nothing built here is garbage yet, so its repeated full passes cost time and free nothing."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def is_data_only(node: GraphNode) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from dask._task_spec import GraphNode
 
-from wukong.graph import TaskGraph
+from wukong.graph import TaskGraph, gc_paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,13 @@ class JobPlan:
 
 def generate_schedules(graph: TaskGraph) -> JobPlan:
     """DFS from every leaf; O(V + E) time and total output size."""
+    with gc_paused():  # several objects per task, none of them garbage
+        return _generate(graph)
+
+
+def _generate(graph: TaskGraph) -> JobPlan:
     n = len(graph)
+    dependents, dependencies, keys = graph.dependents, graph.dependencies, graph.keys
     owner = [-1] * n
     become: list[int | None] = [None] * n
     path_members: list[list[int]] = []
@@ -86,47 +92,45 @@ def generate_schedules(graph: TaskGraph) -> JobPlan:
         while stack:
             tid = stack.pop()
             members.append(tid)
-            unplaced = [d for d in graph.dependents[tid] if owner[d] == -1]
-            if graph.dependents[tid]:
-                become[tid] = unplaced[0] if unplaced else graph.dependents[tid][0]
+            users = dependents[tid]
+            if not users:
+                continue
+            unplaced = [d for d in users if owner[d] == -1]
+            become[tid] = unplaced[0] if unplaced else users[0]
             for d in unplaced:
                 owner[d] = pid
             # reversed so the ``become`` dependent is searched first and the path runs deep
             stack.extend(reversed(unplaced))
         path_members.append(members)
 
-    slot_of = _dependency_slots(graph)
     outputs = set(graph.output_ids)
-    records = [
-        TaskRecord(
-            tid=t,
-            key=graph.keys[t],
-            node=graph.nodes[t],
-            deps=tuple((d, graph.keys[d]) for d in graph.dependencies[t]),
-            dependents=tuple(
-                DependentRef(tid=d, path=owner[d], slot=slot_of[(t, d)], n_deps=len(graph.dependencies[d]))
-                for d in graph.dependents[t]
-            ),
-            become=become[t],
-            is_output=t in outputs,
-            path=owner[t],
-        )
-        for t in range(n)
-    ]
+    n_deps = [len(deps) for deps in dependencies]
+    slots: list[dict[int, int] | None] = [None] * n  # fan-in tasks only: upstream -> its counter bit
+    records: list[TaskRecord] = []
+    for t in range(n):
+        refs = []
+        for d in dependents[t]:
+            k = n_deps[d]
+            if k == 1:
+                refs.append(DependentRef(d, owner[d], 0, 1))
+                continue
+            slot_of = slots[d]
+            if slot_of is None:
+                slot_of = slots[d] = {u: i for i, u in enumerate(dependencies[d])}
+            refs.append(DependentRef(d, owner[d], slot_of[t], k))
+        records.append(TaskRecord(
+            t, keys[t], graph.nodes[t], tuple([(d, keys[d]) for d in dependencies[t]]), tuple(refs),
+            become[t], t in outputs, owner[t],
+        ))
 
     paths = []
     for pid, members in enumerate(path_members):
-        own = {t: records[t] for t in members}
-        frontier = {
-            ref.tid: records[ref.tid]
-            for t in members
-            for ref in records[t].dependents
-            if ref.path != pid
-        }
-        paths.append(Path(pid=pid, leaf=members[0], records={**frontier, **own}))
+        own: dict[int, TaskRecord] = {}
+        for t in members:
+            rec = own[t] = records[t]
+            for ref in rec.dependents:
+                if ref.path != pid:  # a frontier copy: crossing into another path costs no read
+                    own[ref.tid] = records[ref.tid]
+        paths.append(Path(pid=pid, leaf=members[0], records=own))
     return JobPlan(paths=tuple(paths), n_tasks=n, output_ids=graph.output_ids)
 
-
-def _dependency_slots(graph: TaskGraph) -> dict[tuple[int, int], int]:
-    """(upstream, dependent) -> the upstream's index in the dependent's dependency list."""
-    return {(d, t): i for t, deps in enumerate(graph.dependencies) for i, d in enumerate(deps)}

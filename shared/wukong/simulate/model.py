@@ -73,7 +73,8 @@ class SimModel(BaseModel):
         _default("big_task_threshold"), ge=0,
         description="Clustering threshold (WukongConfig.big_task_threshold).")
     record_bytes: int = Field(
-        400, ge=0, description="Pickled size of one schedule record (TaskRecord), an estimate for small task specs.")
+        400, ge=0, description="Pickled size of one schedule record: 166 B (tree of adds) to 639 B "
+        "(TSQR) measured with wukong.serialization.dumps on this repo's plans.")
     invocation_overhead_bytes: int = Field(
         2048, ge=0, description="Payload bytes of an invocation besides values and records (settings, framing).")
 
