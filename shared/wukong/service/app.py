@@ -12,13 +12,14 @@ import hmac
 import json
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from wukong.config import WukongConfig
 from wukong.graph import TaskGraph, normalize_graph
@@ -136,12 +137,22 @@ def graph_from_blob(blob: bytes) -> TaskGraph:
         raise BadRequestError(f"not a valid Dask graph: {type(exc).__name__}: {exc}") from None
 
 
+def _known_query_only(request: Request) -> None:
+    """Reject query parameters a route does not declare, so a typo (``?limt=5``) is not silently ignored."""
+    route = request.scope.get("route")
+    declared = {p.alias for p in route.dependant.query_params} if route is not None else set()
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise BadRequestError(f"unknown query parameter(s): {', '.join(repr(u) for u in unknown)}")
+
+
 def create_app(service: JobService, token: str, config: WukongConfig, uploads: UploadStore) -> FastAPI:
     """The API on ``service``; every route but /openapi.json, /health and upload PUTs needs ``token``."""
     from wukong import __version__
 
     app = FastAPI(
         title="Wukong job API", version=__version__, docs_url=None, redoc_url=None,
+        dependencies=[Depends(_known_query_only)],
         description="Submit Dask graphs, follow them, fetch results. A graph is code: only holders of the "
                     "token may submit one. See docs/http-api.md and docs/security.md.",
     )
@@ -159,6 +170,14 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _explain(exc.errors())}, status_code=400)
 
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's Allow lists only the first route on the path; list every route's methods
+        allowed = sorted({m for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
+                          for m in (getattr(route, "methods", None) or ())})
+        return JSONResponse({"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
+                            status_code=405, headers={"Allow": ", ".join(allowed)})
+
     @app.get("/health", tags=["server"], summary="Liveness probe (no token needed).")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -169,7 +188,7 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
         responses={**_AUTH, 413: _problem("Body over max_body_bytes (the detail states the limit)."),
                    415: _problem("Body is neither JSON nor application/octet-stream.")},
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": SubmitRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}},
             PICKLE_MEDIA_TYPE: _BINARY,
         }}},
     )
@@ -260,6 +279,12 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
     return app
 
 
+def openapi_document() -> dict:
+    """The OpenAPI document, built without a cluster behind it; docs/openapi.json is this, written by
+    ``python -m wukong.service.app > docs/openapi.json``."""
+    return create_app(None, "", WukongConfig(), None).openapi()  # routes only use these per request
+
+
 def _openapi(app: FastAPI) -> dict:
     """FastAPI's document, with our 400 in place of its 422 (validation errors answer 400 here)."""
     if app.openapi_schema is None:
@@ -267,8 +292,12 @@ def _openapi(app: FastAPI) -> dict:
         for path in schema["paths"].values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            components.pop(name, None)
+        # POST /jobs reads its body itself (JSON or raw pickle), so FastAPI does not list this model
+        submit = SubmitRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(submit.pop("$defs", {}), SubmitRequest=submit)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -280,3 +309,7 @@ def _explain(errors: list[dict]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "malformed request: " + "; ".join(parts)
+
+
+if __name__ == "__main__":
+    print(json.dumps(openapi_document(), indent=2))
