@@ -1,0 +1,37 @@
+'use strict';
+// serverless-python-requirements settings that depend on the target: pip installs binary wheels
+// for the Lambda platform (architecture and Python version of the runtime) whatever machine
+// packages, so no Docker and no compiler are needed, and nothing built for the packaging host
+// can slip into the bundle. Downloads and the installed set are cached per Python version
+// under the user's cache directory (the plugin's static cache already tells architectures apart).
+const os = require('os');
+const path = require('path');
+const { settings } = require('./settings');
+
+// Lambda's Python 3.12+ runtimes run on Amazon Linux 2023, glibc 2.34. pip does not widen a
+// manylinux_2_X tag to older glibc versions by itself, so every compatible tag is listed.
+const LAMBDA_GLIBC_MINOR = 34;
+
+function platforms(machine) {
+  const tags = [`manylinux2014_${machine}`]; // pip adds manylinux2010/manylinux1 for x86_64
+  for (let minor = 17; minor <= LAMBDA_GLIBC_MINOR; minor += 1) tags.push(`manylinux_2_${minor}_${machine}`);
+  return tags;
+}
+
+module.exports = {
+  pipArgs: async ({ resolveVariable }) => {
+    const s = await settings(resolveVariable);
+    return [
+      ...platforms(s.platform.machine).flatMap((tag) => ['--platform', tag]),
+      '--python-version', s.pythonVersion,
+      '--implementation', 'cp',
+      '--only-binary=:all:',
+    ];
+  },
+  cacheLocation: async ({ resolveVariable }) => {
+    const s = await settings(resolveVariable);
+    const base = process.env.WUKONG_SLS_CACHE_DIR
+      || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'wukong-serverless');
+    return path.join(base, `python${s.pythonVersion}`);
+  },
+};

