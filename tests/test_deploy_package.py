@@ -258,6 +258,8 @@ def test_post_jobs_starts_an_execution_named_by_job_id(resources):
     role = resources["ApiStartExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     assert [s["Action"] for s in role["Statement"]] == ["states:StartExecution"]
     assert refs(role) == {"WukongStateMachine"}
+    (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment").values()  # one stage, both routes
+    assert set(deployment["DependsOn"]) == {"ApiGatewayMethodJobsPost", "ApiGatewayMethodJobsIdVarGet"}
 
 
 def test_get_job_status_is_an_iam_authorized_lambda_proxy(resources):
