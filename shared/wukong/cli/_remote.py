@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("wukong.cli")
@@ -34,6 +35,17 @@ def connect(args: argparse.Namespace) -> Any:
         log.error("no endpoint: pass --endpoint URL or set WUKONG_ENDPOINT (see `wukong serve`)")
         return None
     return Client(config=config, progress=False)
+
+
+def show_job(args: argparse.Namespace, action: Callable[[Any], Any]) -> int:
+    """Run ``action(handle)`` on job ``args.job_id`` and print the status it returns."""
+    from wukong.cli.common import EXIT_OK, EXIT_USAGE
+
+    client = connect(args)
+    if client is None:
+        return EXIT_USAGE
+    print_status(action(client.job(args.job_id)), args.json)
+    return EXIT_OK
 
 
 def print_status(status: Any, as_json: bool) -> None:

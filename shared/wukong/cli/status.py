@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from wukong.cli._remote import add_endpoint_args, connect, print_status
-from wukong.cli.common import EXIT_OK, EXIT_USAGE
+from wukong.cli._remote import add_endpoint_args, show_job
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client = connect(args)
-    if client is None:
-        return EXIT_USAGE
-    print_status(client.service.status(args.job_id), args.json)
-    return EXIT_OK
+    return show_job(args, lambda job: job.status())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
