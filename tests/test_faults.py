@@ -1,5 +1,6 @@
 """Fault injection on the local runtime: executors killed mid-task are detected and retried, as
-Lambda retries asynchronous invokes; when retries run out the job fails fast naming the task.
+Lambda retries asynchronous invokes; when retries run out the job fails fast naming the task;
+duplicated invocations run nothing twice.
 
 Tasks record each attempt in files under tmp_path (pid per line), so the test can find and
 SIGKILL the worker that is running a task, and count how often each task really ran.
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from wukong import Client, ExecutorCrashedError, LocalCluster
+from wukong.graph import normalize_graph
+from wukong.invocation import Invoker
+from wukong.job import JobRun
 
 HANG_GUARD = 60.0
 
@@ -121,3 +125,28 @@ def test_dead_workers_are_replaced_and_the_cluster_keeps_working(fault_cluster):
     dsk = {("x", i): i for i in range(50)}
     dsk["sum"] = (sum, [("x", i) for i in range(50)])
     assert Client(fault_cluster).get(dsk, "sum") == sum(range(50))
+
+
+class DuplicatingInvoker(Invoker):
+    """Fault injection: delivers every invocation twice, as Lambda's at-least-once delivery may."""
+
+    def __init__(self, inner: Invoker):
+        self.inner = inner
+
+    def invoke(self, payloads):
+        self.inner.invoke([p for p in payloads for _ in range(2)])
+
+
+@pytest.mark.timeout(120)
+def test_duplicated_invocations_run_nothing_twice(fault_cluster, tmp_path):
+    leaves = [str(tmp_path / f"leaf{i}") for i in range(8)]
+    merged = str(tmp_path / "merged")
+    dsk = {("leaf", i): (counted_add, leaves[i], i, 0) for i in range(8)}
+    dsk["pairs"] = (sum, [("leaf", i) for i in range(8)])
+    dsk["total"] = (counted_add, merged, "pairs", 100)
+    graph = normalize_graph(dsk, ["total"])
+    run = JobRun(graph, fault_cluster.stores, DuplicatingInvoker(fault_cluster.invoker), fault_cluster.config)
+    assert list(run.run()) == [sum(range(8)) + 100]
+    for marker in [*leaves, merged]:
+        assert len(Path(marker).read_text().split()) == 1, f"{Path(marker).name} ran more than once"
+    assert run.report.tasks_run == len(dsk)

@@ -112,6 +112,36 @@ def test_duplicated_concurrent_bumpers_claim_once(stores, job):
     assert [42] in claims
 
 
+def test_a_retried_claimer_claims_again_and_nobody_else_does(job):
+    assert job.bump_counters([fan_in(7, 0, 2)], claimer=1) == []
+    assert job.bump_counters([fan_in(7, 1, 2)], claimer=2) == [7]  # invocation 2 completes it
+    # invocation 2 died before running task 7: its retry finds the counter complete and claims again
+    assert job.bump_counters([fan_in(7, 1, 2)], claimer=2, retry=True) == [7]
+    # a duplicate of invocation 2 (not a retry) and a retry of invocation 1 claim nothing
+    assert job.bump_counters([fan_in(7, 1, 2)], claimer=2) == []
+    assert job.bump_counters([fan_in(7, 0, 2)], claimer=1, retry=True) == []
+
+
+def test_claim_start_lets_one_delivery_of_each_attempt_run(job):
+    assert job.claim_start(4, attempt=0) == "run"
+    assert job.claim_start(4, attempt=0) == "duplicate"  # Lambda delivered the invoke twice
+    assert job.claim_start(4, attempt=1) == "run"  # the retry of an executor that died
+    assert job.claim_start(4, attempt=0) == "duplicate"  # a late copy of the first attempt
+    assert job.claim_start(5, attempt=0) == "run"
+    job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})
+    assert job.claim_start(6, attempt=0) == "ended"
+
+
+def test_a_cleaned_up_job_counts_as_ended_and_takes_no_late_writes(stores):
+    job = new_job(stores)
+    job.flush_counts({"tasks": 1})
+    job.cleanup(n_tasks=4, n_paths=1)
+    assert job.has_ended()
+    assert job.claim_start(0, attempt=0) == "ended"
+    job.flush_counts({"tasks": 1})  # a straggler's late report
+    assert all(v == [] for v in job_keys(stores, job).values())
+
+
 # --- results and job ends -------------------------------------------------------------------------
 
 
@@ -215,6 +245,8 @@ def fill_job(job: JobStorage, n_tasks: int) -> None:
     for t in range(n_tasks):
         job.put_value(t, b"x" * t)
     job.bump_counters([fan_in(t, 0, 2) for t in range(n_tasks)])
+    job.bump_counters([fan_in(3, 1, 2)], claimer=1)  # completes counter 3: records its claimer
+    assert job.claim_start(1, attempt=0) == "run"
     job.store_result(0, b"result")
     job.end_job("failed", {"kind": "error"})
     job.flush_counts({"tasks": 3, "busy_seconds": 0.5})
@@ -226,8 +258,8 @@ def test_every_key_has_a_ttl_and_cleanup_removes_all(stores):
     fill_job(job, n_tasks)
     keys = job_keys(stores, job)
     # the MDS may also be a KV shard, so count distinct names:
-    # meta, 2 paths, values, counters, result, outputs-done, events, ended, stats
-    assert len(set().union(*keys.values())) == 2 * n_tasks + 8
+    # meta, 2 paths, values, counters, a claimer, a started mark, result, outputs-done, events, ended, stats
+    assert len(set().union(*keys.values())) == 2 * n_tasks + 10
     for name, names in keys.items():
         client = stores.mds if name == "mds" else stores.shards[name]
         for key in names:

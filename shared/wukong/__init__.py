@@ -14,8 +14,10 @@ from wukong.errors import (
     InvalidGraphError,
     JobFailedError,
     JobTimeoutError,
+    OutputTooLargeError,
     RedisUnavailableError,
     RemoteTaskError,
+    SerializationError,
     WukongError,
 )
 from wukong.local.cluster import LocalCluster
@@ -29,9 +31,11 @@ __all__ = [
     "JobFailedError",
     "JobReport",
     "JobTimeoutError",
+    "OutputTooLargeError",
     "LocalCluster",
     "RedisUnavailableError",
     "RemoteTaskError",
+    "SerializationError",
     "WukongConfig",
     "WukongError",
 ]

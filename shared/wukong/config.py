@@ -81,6 +81,19 @@ class WukongConfig(BaseSettings):
         ge=0,
         description="Outputs this big or bigger keep their dependents in the same executor (clustering).",
     )
+    max_output_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail a task whose output, when it must leave its executor (stored, sent on, or "
+        "returned), serializes to more than this many bytes; None: no limit.",
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Times an invocation whose executor died is retried (Lambda retries asynchronous "
+        "invokes twice by default); locally, the worker pool does the same.",
+    )
     max_task_fanout: int = Field(
         default=10, ge=2, description="Fan-outs this wide are handed to the KV proxy when one is in use."
     )

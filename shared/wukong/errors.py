@@ -40,3 +40,11 @@ class RedisUnavailableError(WukongError, ConnectionError):
 
 class ExecutorCrashedError(JobFailedError):
     """An executor died while running a task (killed, out of memory) on every attempt."""
+
+
+class SerializationError(WukongError, TypeError):
+    """A task's output (or input) could not be serialized to move it between executors."""
+
+
+class OutputTooLargeError(WukongError, ValueError):
+    """A task's serialized output is over the configured ``max_output_size``."""

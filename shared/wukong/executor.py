@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wukong import decisions
+from wukong.errors import OutputTooLargeError, SerializationError
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.schedule import Path, TaskRecord
@@ -40,11 +41,12 @@ class _Counts:
     invoked: int = 0
     payload_bytes: int = 0
     task_seconds: float = 0.0
+    duplicates: int = 0  # invocations dropped because they were duplicates
 
     def drain(self) -> dict[str, Any]:
         out = {"tasks": self.tasks, "invoked": self.invoked, "payload_bytes": self.payload_bytes,
-               "task_seconds": self.task_seconds}
-        self.tasks = self.invoked = self.payload_bytes = 0
+               "task_seconds": self.task_seconds, "duplicates_dropped": self.duplicates}
+        self.tasks = self.invoked = self.payload_bytes = self.duplicates = 0
         self.task_seconds = 0.0
         return out
 
@@ -64,11 +66,8 @@ class Executor:
     hooks: ExecutorHooks = field(default_factory=ExecutorHooks)
     worker_id: str = field(default_factory=lambda: f"pid{os.getpid()}")
     flush_interval: float = 0.0
-    #: A job seen running this recently is not asked again whether it has ended.
-    ended_check_interval: float = 0.25
     _pending: dict[str, tuple[JobSettings, Counter]] = field(default_factory=dict, repr=False)
     _last_flush: float = field(default=0.0, repr=False)
-    _seen_running: dict[str, float] = field(default_factory=dict, repr=False)
 
     def handle(self, inv: Invocation) -> None:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
@@ -81,7 +80,11 @@ class Executor:
             self.fail(storage, failure_event(f"<task id {inv.start}>", exc, internal=True))
             return
         try:
-            if self._job_ended(storage):
+            # Lambda delivers asynchronous invokes at least once, and retries a dead executor: only
+            # the first delivery of each attempt runs, so nothing downstream runs twice
+            claim = storage.claim_start(inv.start, inv.attempt)
+            if claim != "run":
+                run.counts.duplicates += claim == "duplicate"
                 return
             self.hooks.progress(storage)
             run.execute()
@@ -106,17 +109,6 @@ class Executor:
         """End the job with ``event``; the first failure is the one reported (and notified)."""
         if storage.end_job("failed", event):
             self.hooks.job_ended(storage)
-
-    def _job_ended(self, storage: JobStorage) -> bool:
-        now = time.monotonic()
-        if now - self._seen_running.get(storage.job_id, -1e9) < self.ended_check_interval:
-            return False
-        if storage.has_ended():
-            return True
-        if len(self._seen_running) > 1000:  # forget old jobs so a warm worker's memory stays flat
-            self._seen_running.clear()
-        self._seen_running[storage.job_id] = now
-        return False
 
     def _add_counts(self, job: JobSettings, counts: Counter) -> None:
         if job.job_id in self._pending:
@@ -177,6 +169,7 @@ class _Run:
             self.current = record.tid
             self._maybe_check_ended()
             value = self._run_task(record)
+            self._maybe_check_ended()  # after a long task the job may be over: write nothing then
             local = self._schedule_after(record, value)
             path_of = {ref.tid: ref.path for ref in record.dependents}
             for tid in local:
@@ -190,8 +183,15 @@ class _Run:
     def _run_task(self, record: TaskRecord) -> Any:
         missing = [tid for tid, _ in record.deps if tid not in self.memory]
         if missing:
+            keys = dict(record.deps)
             for tid, blob in self.storage.get_values(missing).items():
-                self.memory[tid] = loads(blob)
+                try:
+                    self.memory[tid] = loads(blob)
+                except Exception as exc:
+                    raise _TaskRaised(failure_event(record.key, SerializationError(
+                        f"input {keys[tid]!r} of task {record.key!r} cannot be deserialized in this "
+                        f"executor ({type(exc).__name__}: {exc}); is its type's module importable here?"
+                    ))) from exc
         args = {key: self.memory[tid] for tid, key in record.deps}
         hooks = self.executor.hooks
         hooks.task_started(record.key)
@@ -210,13 +210,14 @@ class _Run:
 
     def _schedule_after(self, record: TaskRecord, value: Any) -> list[int]:
         """Store, publish, bump counters and invoke as decided; returns the tasks to run here."""
-        blob = dumps(value) if decisions.needs_size(record) else None
+        blob = self._serialize_output(record, value) if decisions.needs_size(record) else None
         nbytes = None if blob is None else len(blob)
         steps = decisions.after_task(record, nbytes, self.job.payload_limit, self.job.big_task_threshold)
         if steps.publish_result and self.storage.store_result(record.tid, blob):
             self.executor.hooks.job_ended(self.storage)  # this was the job's last result
         stored = steps.store_value
-        claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None)
+        claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None,
+                                             claimer=self.inv.start, retry=self.inv.attempt > 0)
         local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
         if remote:
             inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)
@@ -224,6 +225,24 @@ class _Run:
                 self.storage.put_value(record.tid, blob)
             self._invoke(record, remote, blob if inline else None)
         return local
+
+    def _serialize_output(self, record: TaskRecord, value: Any) -> bytes:
+        """The task's output as bytes, or a clear error naming the task (raised as the task's)."""
+        try:
+            blob = dumps(value)
+        except Exception as exc:
+            raise _TaskRaised(failure_event(record.key, SerializationError(
+                f"the output of task {record.key!r} ({type(value).__qualname__}) cannot be serialized to "
+                f"send it on ({type(exc).__name__}: {exc}); return picklable data such as numbers, "
+                f"numpy arrays, lists or dicts from tasks whose outputs leave their executor"
+            ))) from exc
+        limit = self.job.max_output_size
+        if limit is not None and len(blob) > limit:
+            raise _TaskRaised(failure_event(record.key, OutputTooLargeError(
+                f"the output of task {record.key!r} is {len(blob):,} bytes serialized, over "
+                f"max_output_size={limit:,}; split the work into smaller chunks or raise the limit"
+            )))
+        return blob
 
     def _invoke(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> None:
         payloads = []

@@ -28,6 +28,7 @@ class JobSettings:
     n_outputs: int
     payload_limit: int
     big_task_threshold: int
+    max_output_size: int | None = None  # larger serialized outputs fail their task; None: no limit
     heartbeat_interval: int = 0  # seconds between liveness reports to the runtime (AWS heartbeats); 0: none
 
 

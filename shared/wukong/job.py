@@ -86,6 +86,7 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         n_outputs=len(plan.output_ids),
         payload_limit=config.payload_limit,
         big_task_threshold=config.big_task_threshold,
+        max_output_size=config.max_output_size,
         # a third of the heartbeat timeout, so one late report does not fail the job
         heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
     )
@@ -165,7 +166,10 @@ class JobRun:
         deadline = None if self.config.job_timeout is None else started + self.config.job_timeout
         poll = 0.2 if self.progress else 1.0
         while True:
-            event = storage.wait_event(timeout=poll)
+            wait = poll
+            if deadline is not None:  # wake at the deadline, not up to a poll later (0 would block forever)
+                wait = max(0.01, min(poll, deadline - time.perf_counter()))
+            event = storage.wait_event(timeout=wait)
             if self.progress:
                 self.progress(total if event and event["kind"] == "done" else storage.tasks_done(), total)
             if event is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -22,6 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from uhashring import HashRing
 
+from wukong import redis_scripts
 from wukong.schedule import DependentRef
 
 if TYPE_CHECKING:
@@ -31,73 +33,6 @@ Endpoint = tuple[str, int]
 #: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
 SpanFactory = Callable[[str], AbstractContextManager]
 _BATCH = 1000
-
-# Sets the dependency's bit; returns 1 for a counter this call completed. A bit that was
-# already set (a duplicated or retried upstream) never completes a counter, so each fan-in
-# task is claimed exactly once.
-_FAN_IN = """
-local out = {}
-local ttl = ARGV[1]
-for i, key in ipairs(KEYS) do
-  local slot = ARGV[2 * i]
-  local need = tonumber(ARGV[2 * i + 1])
-  local was = redis.call('SETBIT', key, slot, 1)
-  redis.call('EXPIRE', key, ttl)
-  if was == 0 and redis.call('BITCOUNT', key) == need then out[i] = 1 else out[i] = 0 end
-end
-return out
-"""
-
-# The same, after storing the upstream's value (KEYS[1], ARGV[2]) on this server: one EVALSHA
-# costs about half the client CPU and wall time of a SET + EVALSHA pipeline in redis-py, and
-# the value is still written before any counter moves.
-_SET_FAN_IN = """
-local ttl = ARGV[1]
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
-local out = {}
-for i = 2, #KEYS do
-  local slot = ARGV[2 * i - 1]
-  local need = tonumber(ARGV[2 * i])
-  local was = redis.call('SETBIT', KEYS[i], slot, 1)
-  redis.call('EXPIRE', KEYS[i], ttl)
-  if was == 0 and redis.call('BITCOUNT', KEYS[i]) == need then out[i - 1] = 1 else out[i - 1] = 0 end
-end
-return out
-"""
-
-# Stores one final result once; the call that stores the last one pushes the done event.
-_STORE_RESULT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
-  local n = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  if n == tonumber(ARGV[2]) then
-    redis.call('RPUSH', KEYS[3], ARGV[4])
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
-    return 1
-  end
-end
-return 0
-"""
-
-# Adds an executor's counts to the job's statistics hash in one command.
-_ADD_COUNTS = """
-for i = 2, #ARGV, 2 do
-  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-
-# Marks the job ended (failed or cancelled); only the first such call pushes its event.
-_END_JOB = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  return 1
-end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class StorageSpec:
@@ -177,8 +112,7 @@ class RedisStores:
         self.shards = {f"{h}:{p}": self.mds if (h, p) == spec.mds else connect((h, p), spec, single_connection)
                        for h, p in spec.kv}
         self.ring = HashRing(nodes=list(self.shards))
-        self._scripts = {"fan_in": _FAN_IN, "set_fan_in": _SET_FAN_IN, "store_result": _STORE_RESULT,
-                         "end_job": _END_JOB, "add_counts": _ADD_COUNTS}
+        self._scripts = redis_scripts.SCRIPTS
         self._sha: dict[str, str] = {}
 
     def run_script(self, name: str, keys: Sequence[str], args: Sequence, pipe=None):
@@ -226,6 +160,14 @@ class KeySpace:
 
     def counter(self, tid: int) -> str:
         return f"{self.prefix}c:{tid}"
+
+    def claimer(self, tid: int) -> str:
+        """Which invocation claimed fan-in task ``tid`` (so a retry of it may claim it again)."""
+        return f"{self.prefix}o:{tid}"
+
+    def started(self, tid: int) -> str:
+        """The highest attempt of the invocation starting at ``tid`` that began running."""
+        return f"{self.prefix}s:{tid}"
 
     def result(self, tid: int) -> str:
         return f"{self.prefix}r:{tid}"
@@ -370,11 +312,14 @@ class JobStorage:
 
     # --- counters, results, events --------------------------------------------------------------
     @_traced
-    def bump_counters(self, refs: Sequence[DependentRef], value: tuple[int, bytes] | None = None) -> list[int]:
+    def bump_counters(self, refs: Sequence[DependentRef], value: tuple[int, bytes] | None = None,
+                      claimer: int = -1, retry: bool = False) -> list[int]:
         """Set this upstream's bit in each dependent's counter; returns the dependents we claimed.
 
         ``value`` (task id, bytes), when given, is stored first. When its shard is the MDS server
         both go in one Lua call, value first, so the value is always there before any counter moves.
+        ``claimer`` names the calling invocation (the task id it started from); with ``retry`` (a
+        retried invocation) counters it completed in an earlier attempt are claimed again.
         """
         if value is not None:
             key = self.keys.value(value[0])
@@ -383,19 +328,32 @@ class JobStorage:
                 value = None
         if not refs:
             return []
-        argv: list[int] = [self.ttl]
+        pairs: list[int] = []
+        keys: list[str] = []
         for ref in refs:
-            argv += [ref.slot, ref.n_deps]
-        counter_keys = [self.keys.counter(r.tid) for r in refs]
+            pairs += [ref.slot, ref.n_deps]
+            keys += [self.keys.counter(ref.tid), self.keys.claimer(ref.tid)]
+        flags = [claimer, int(retry)]
         if value is None:
-            claimed = self.stores.run_script("fan_in", counter_keys, argv)
+            claimed = self.stores.run_script("fan_in", keys, [self.ttl, *flags, *pairs])
             self._count(mds=3 * len(refs))
         else:
-            claimed = self.stores.run_script("set_fan_in", [self.keys.value(value[0]), *counter_keys],
-                                             [argv[0], value[1], *argv[1:]])
+            claimed = self.stores.run_script("set_fan_in", [self.keys.value(value[0]), *keys],
+                                             [self.ttl, value[1], *flags, *pairs])
             self._count(mds=3 * len(refs), kv=1)
             self.stats.kv_bytes_written += len(value[1])
         return [ref.tid for ref, won in zip(refs, claimed) if won]
+
+    @_traced
+    def claim_start(self, tid: int, attempt: int) -> str:
+        """Claim the start task of an invocation before running it: "run", "duplicate" (this
+        invocation, or a later attempt of it, already started) or "ended" (the job is over)."""
+        outcome = self.stores.run_script(
+            "claim_start", [self.keys.started(tid), self.keys.ended, redis_scripts.ENDED_JOBS],
+            [attempt, self.ttl, self.job_id],
+        )
+        self._count(mds=3)
+        return {1: "run", 0: "duplicate", 2: "ended"}[int(outcome)]
 
     @_traced
     def store_result(self, tid: int, data: bytes) -> bool:
@@ -428,8 +386,9 @@ class JobStorage:
 
     @_traced
     def has_ended(self) -> bool:
-        ended = self.stores.mds.exists(self.keys.ended)
-        self._count(mds=1)
+        """True once the job failed, was cancelled, or was cleaned up."""
+        ended = self.stores.run_script("job_ended", [self.keys.ended, redis_scripts.ENDED_JOBS], [self.job_id])
+        self._count(mds=2)
         return bool(ended)
 
     @_traced
@@ -462,11 +421,11 @@ class JobStorage:
     @_traced
     def flush_counts(self, counts: dict[str, int | float]) -> None:
         """Add an executor's counts to the job's totals, in one command."""
-        args: list = [self.ttl]
+        args: list = [self.ttl, self.job_id]
         for name, value in counts.items():
             if value:
                 args += [name, value]
-        self.stores.run_script("add_counts", [self.keys.stats], args)
+        self.stores.run_script("add_counts", [self.keys.stats, redis_scripts.ENDED_JOBS], args)
         self._count(mds=1)
 
     @_traced
@@ -483,12 +442,20 @@ class JobStorage:
     # --- cleanup -----------------------------------------------------------------------------
     @_traced
     def cleanup(self, n_tasks: int, n_paths: int) -> None:
-        """Delete every key the job can have written, computed from the plan (no SCAN)."""
+        """Delete every key the job can have written, computed from the plan (no SCAN).
+
+        The job is first recorded as ended, so an executor still running (a long task, a late
+        Lambda retry) stops at its next check instead of writing keys nobody will delete.
+        """
         k = self.keys
+        self.stores.run_script("tombstone", [redis_scripts.ENDED_JOBS],
+                               [self.job_id, time.time(), redis_scripts.ENDED_JOBS_KEEP])
+        self._count(mds=2)
         mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
                     k.heartbeat_lease]
         mds_keys += [k.path(p) for p in range(n_paths)]
-        mds_keys += [k.counter(t) for t in range(n_tasks)] + [k.result(t) for t in range(n_tasks)]
+        for make in (k.counter, k.claimer, k.started, k.result):
+            mds_keys += [make(t) for t in range(n_tasks)]
         self._unlink(self.stores.mds, mds_keys, mds=True)
         by_shard: dict[str, list[str]] = defaultdict(list)
         for t in range(n_tasks):

@@ -62,7 +62,8 @@ class LocalCluster:
             self.stores = RedisStores(self.spec)
             self._check_reachable()
             self.pool = WorkerPool(
-                self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads
+                self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads,
+                max_retries=self.config.max_retries,
             ).start()
             self.invoker = RedisQueueInvoker(self.stores.mds, self.queue_key)
         except BaseException:
