@@ -12,8 +12,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 from wukong.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from wukong.cli.demo import relative_error_up_to_row_signs, tree_reduction_graph
@@ -65,6 +68,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT handler: KeyboardInterrupt, except inside a finalizer, where Python would print and
+    swallow it (a Redis client's ``__del__`` run by the garbage collector, say) and Ctrl-C would be
+    lost; there the signal is sent again a moment later, once the finalizer has returned."""
+    f = frame
+    while f is not None:
+        if f.f_code.co_name == "__del__":
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        f = f.f_back
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on a usage error
@@ -72,6 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.verbose, args.quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from wukong.errors import WukongError
