@@ -101,14 +101,18 @@ def workloads(n_tasks: int):
         yield name, "materialized dict", dict(to_task_mapping(graph)), keys
 
 
-def timed(fn, repeat: int) -> tuple[float, float, float]:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times)
+def timed(fns: dict, repeat: int) -> dict[str, tuple[float, float, float]]:
+    """(median, min, max) seconds of each function; the runs interleave, in an order that rotates
+    every round, so drift in the shared machine's load hits every function alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            gc.collect()
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), min(t), max(t)) for name, t in times.items()}
 
 
 def measure(n_tasks: int, repeat: int) -> list[dict]:
@@ -118,10 +122,12 @@ def measure(n_tasks: int, repeat: int) -> list[dict]:
         n = len(normalize_graph(converted, keys))
         print(f"{name} [{form}]: {n:,} tasks", file=sys.stderr, flush=True)
         row = {"graph": name, "form": form, "tasks": n}
-        row["convert"] = timed(lambda: to_task_mapping(graph), repeat)
-        row["wukong"] = timed(lambda: generate_schedules(normalize_graph(converted, keys)), repeat)
-        row["wukong_e2e"] = timed(lambda: generate_schedules(normalize_graph(graph, keys)), repeat)
-        row["order"] = timed(lambda: order(converted), repeat)
+        row.update(timed({
+            "convert": lambda: to_task_mapping(graph),
+            "wukong": lambda: generate_schedules(normalize_graph(converted, keys)),
+            "wukong_e2e": lambda: generate_schedules(normalize_graph(graph, keys)),
+            "order": lambda: order(converted),
+        }, repeat))
         print(f"  wukong {row['wukong'][0]:.3f} s, end to end {row['wukong_e2e'][0]:.3f} s, "
               f"dask.order {row['order'][0]:.3f} s", file=sys.stderr, flush=True)
         rows.append(row)
@@ -132,7 +138,8 @@ def section(rows: list[dict], repeat: int, load: tuple[float, float]) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
         BEGIN, "",
-        f"Run of {when}: median of {repeat} runs each, one process (`bench/plan_speed.py`).", "",
+        f"Run of {when}: median (min–max) of {repeat} runs each, interleaved, one process "
+        "(`bench/plan_speed.py`).", "",
         "| graph | form handed over | tasks | convert (s) | Wukong plan (s) | dask.order (s) | "
         "Wukong / order | Wukong end to end (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -149,7 +156,7 @@ def section(rows: list[dict], repeat: int, load: tuple[float, float]) -> str:
         "- **Wukong plan** = `normalize_graph` (cull, topological numbering) + `generate_schedules` on "
         "the converted task-spec graph, the same mapping `dask.order.order` gets. **End to end** starts "
         "from the graph as handed over, so it includes the conversion.",
-        f"- Median planning cost: {per_task * 1e6:.1f} µs per task (the simulator's `plan_seconds_per_task`).",
+        f"- Median planning cost: {per_task * 1e6:.1f} µs per task (compare the simulator's `plan_seconds_per_task`).",
         f"- Machine: {os.cpu_count()} cores, Python {platform.python_version()}, dask {dask.__version__}; "
         f"1-minute load average {load[0]:.2f}–{load[1]:.2f} during the runs. The machine is shared with "
         "other sessions' test suites, so absolute times are noisy; the ratio compares runs made side by side.",

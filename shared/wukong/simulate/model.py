@@ -93,8 +93,9 @@ class SimModel(BaseModel):
 
     # --- compute -------------------------------------------------------------------------------
     plan_seconds_per_task: float = Field(
-        8e-6, ge=0, description="Schedule generation per task (normalize + generate_schedules), from "
-        "bench/plan_speed.py on this machine (BENCHMARKS.md, 'Plan speed').")
+        8e-6, ge=0, description="Schedule generation per task (normalize + generate_schedules): "
+        "bench/plan_speed.py measured 14-27 µs on this shared 2-core machine at load 3-4, about half "
+        "a core each (BENCHMARKS.md, 'Plan speed'); 8 µs assumes a core of its own.")
     executor_task_overhead: float = Field(
         0.00025, ge=0, description="Executor CPU per task besides the task itself (decisions, records, "
         "(un)pickling): ~250 µs measured in BENCHMARKS.md's per-executor table.")

@@ -30,6 +30,7 @@ class SimResult:
     round_trips: int = 0
     bytes_written: int = 0
     bytes_read: int = 0
+    schedule_bytes_read: int = 0  # of bytes_read: schedule paths read from the MDS
     payload_bytes: int = 0
     result_bytes: int = 0
     gb_seconds: float = 0.0
@@ -89,7 +90,9 @@ def comparison_table(results: list[SimResult]) -> str:
         ("cold starts", lambda r: f"{r.cold_starts:,}"),
         ("peak concurrency", lambda r: f"{r.peak_concurrency:,}"),
         ("storage ops", lambda r: f"{r.storage_ops:,} ({r.mds_ops:,} MDS, {r.kv_ops:,} KV)"),
-        ("storage bytes", lambda r: f"{fmt_bytes(r.bytes_written)} written, {fmt_bytes(r.bytes_read)} read"),
+        ("storage bytes", lambda r: f"{fmt_bytes(r.bytes_written)} written, {fmt_bytes(r.bytes_read)} read"
+                                    + (f" ({fmt_bytes(r.schedule_bytes_read)} of it schedules)"
+                                       if r.schedule_bytes_read else "")),
         ("payload bytes", lambda r: fmt_bytes(r.payload_bytes)),
         ("Lambda GB-s", lambda r: f"{r.gb_seconds:,.1f}"),
         ("SFN transitions", lambda r: f"{r.sfn_transitions:,}"),

@@ -178,6 +178,7 @@ class _WukongSim:
         r.mds_ops += 1
         r.round_trips += 1
         r.bytes_read += self.path_bytes[pid]
+        r.schedule_bytes_read += self.path_bytes[pid]
         return self.m.io(self.path_bytes[pid])
 
     def _known(self, ex: _Exec, tid: int) -> bool:
