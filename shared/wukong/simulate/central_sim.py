@@ -7,10 +7,9 @@ tells the scheduler it finished. The same Lambda capacity model as Wukong's appl
 
 from __future__ import annotations
 
-import heapq
 import math
 
-from wukong.simulate.lambdas import LambdaPool, Start
+from wukong.simulate.lambdas import EventLoop, Start
 from wukong.simulate.model import SimModel
 from wukong.simulate.report import SimResult
 from wukong.simulate.shapes import SimGraph
@@ -22,8 +21,11 @@ def simulate_central(sim: SimGraph, model: SimModel) -> SimResult:
     return _CentralSim(sim, model).run()
 
 
-class _CentralSim:
+class _CentralSim(EventLoop):
+    START, TOKEN = _START, _TOKEN
+
     def __init__(self, sim: SimGraph, model: SimModel):
+        super().__init__(model)
         self.sim, self.m = sim, model
         n = len(sim)
         self.dependents = sim.dependents()
@@ -34,15 +36,7 @@ class _CentralSim:
         self.outputs_left = len(set(sim.outputs))
         self.r = SimResult("central", sim.name, n, sim.critical_path(),
                            start=[math.nan] * n, finish=[math.nan] * n, runs=[0] * n)
-        self.pool = LambdaPool(model)
-        self.events: list = []
-        self.seq = 0
         self.scheduler_free = 0.0
-        self.token_pending = False
-
-    def push(self, at: float, kind: int, a=None) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (at, self.seq, kind, a))
 
     def run(self) -> SimResult:
         m, r = self.m, self.r
@@ -51,12 +45,9 @@ class _CentralSim:
         for tid, deps in enumerate(self.sim.dependencies):
             if not deps:
                 self.push(r.plan_seconds, _READY, tid)
-        handlers = {_READY: self._on_ready, _DISPATCH: self._on_dispatch, _START: self._on_start, _END: self._on_end,
-                    _DONE_MSG: self._on_done_msg, _TOKEN: self._on_token}
-        events = self.events
-        while events:
-            at, _, kind, a = heapq.heappop(events)
-            handlers[kind](at, a)
+        self.loop({_READY: self._on_ready, _DISPATCH: lambda at, tid, _b: self.invoke(at, tid),
+                   _START: self._on_start, _END: lambda at, _a, _b: self.release(at),
+                   _DONE_MSG: self._on_done_msg, _TOKEN: self.on_token})
         if self.outputs_left:
             raise RuntimeError(f"simulation ended with {self.outputs_left} results missing")
         r.makespan = r.done_at
@@ -66,33 +57,13 @@ class _CentralSim:
         r.close(m)
         return r
 
-    def _on_ready(self, at: float, tid: int) -> None:
+    def _on_ready(self, at: float, tid: int, _b=None) -> None:
         # the scheduler is one server: dispatches queue up behind each other (events come in time order)
         dispatched = max(at, self.scheduler_free) + self.m.central_dispatch_seconds
         self.scheduler_free = dispatched
         self.push(dispatched, _DISPATCH, tid)
 
-    def _on_dispatch(self, at: float, tid: int) -> None:
-        started = self.pool.request(at, tid)
-        if started is not None:
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
-
-    def _on_token(self, at: float, _a) -> None:
-        self.token_pending = False
-        for started in self.pool.drain(at):
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
-
-    def _watch_tokens(self, at: float) -> None:
-        if self.token_pending:
-            return
-        nxt = self.pool.next_token_at(at)
-        if nxt is not None:
-            self.token_pending = True
-            self.push(nxt, _TOKEN)
-
-    def _on_start(self, at: float, started: Start) -> None:
+    def _on_start(self, at: float, started: Start, _b=None) -> None:
         m, r, sim = self.m, self.r, self.sim
         tid = started.payload
         began = at
@@ -126,12 +97,7 @@ class _CentralSim:
         self.push(at, _END)
         self.push(at + m.redis_rtt, _DONE_MSG, tid)  # the completion message reaches the scheduler
 
-    def _on_end(self, at: float, _a) -> None:
-        for started in self.pool.release(at):
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
-
-    def _on_done_msg(self, at: float, tid: int) -> None:
+    def _on_done_msg(self, at: float, tid: int, _b=None) -> None:
         if self.is_output[tid]:
             self.outputs_left -= 1
             self.r.done_at = max(self.r.done_at, at)

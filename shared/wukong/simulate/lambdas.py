@@ -1,9 +1,11 @@
-"""AWS Lambda capacity as the simulator sees it: a concurrency limit, a scaling-rate token bucket,
-warm environments that are reused, and a FIFO of asynchronous invokes waiting for capacity.
+"""AWS Lambda capacity as the simulator sees it (a concurrency limit, a scaling-rate token bucket,
+warm environments that are reused, a FIFO of waiting asynchronous invokes), and the heap-based
+event loop both simulators run on.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,3 +103,57 @@ class LambdaPool:
         # a queued invoke has already waited out (part of) the invoke latency
         at = max(requested + m.invoke_latency, now) + (m.cold_start if cold else 0.0)
         return Start(payload, at, cold)
+
+
+class EventLoop:
+    """The heap-based event loop both simulators share, with the Lambda pool wired in.
+
+    Events are ``(time, seq, kind, a, b)``; ties in time break on push order. Subclasses map
+    ``kind`` to handlers ``fn(at, a, b)`` and set ``START``/``TOKEN`` to their kinds for an
+    invocation that got an environment and for a scaling-rate wake-up.
+    """
+
+    START: int
+    TOKEN: int
+
+    def __init__(self, model: SimModel):
+        self.pool = LambdaPool(model)
+        self.events: list = []
+        self.seq = 0
+        self.token_pending = False
+
+    def push(self, at: float, kind: int, a: Any = None, b: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, self.seq, kind, a, b))
+
+    def loop(self, handlers: dict) -> None:
+        events = self.events
+        while events:
+            at, _, kind, a, b = heapq.heappop(events)
+            handlers[kind](at, a, b)
+
+    def invoke(self, at: float, payload: Any) -> None:
+        started = self.pool.request(at, payload)
+        if started is not None:
+            self.push(started.at, self.START, started)
+        self._watch_tokens(at)
+
+    def release(self, at: float) -> None:
+        for started in self.pool.release(at):
+            self.push(started.at, self.START, started)
+        self._watch_tokens(at)
+
+    def on_token(self, at: float, _a: Any = None, _b: Any = None) -> None:
+        self.token_pending = False
+        for started in self.pool.drain(at):
+            self.push(started.at, self.START, started)
+        self._watch_tokens(at)
+
+    def _watch_tokens(self, at: float) -> None:
+        # one pending wake-up at a time: it re-arms itself while invokes still wait
+        if self.token_pending:
+            return
+        nxt = self.pool.next_token_at(at)
+        if nxt is not None:
+            self.token_pending = True
+            self.push(nxt, self.TOKEN)

@@ -8,13 +8,12 @@ schedule-path reads, and leaf invocation by batched invoker Lambdas under a Step
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 
 from wukong import decisions
 from wukong.schedule import JobPlan, TaskRecord, generate_schedules
-from wukong.simulate.lambdas import LambdaPool, Start
+from wukong.simulate.lambdas import EventLoop, Start
 from wukong.simulate.model import SimModel
 from wukong.simulate.report import SimResult
 from wukong.simulate.shapes import SimGraph, to_task_graph
@@ -43,8 +42,11 @@ def simulate_wukong(sim: SimGraph, model: SimModel, plan: JobPlan | None = None)
     return _WukongSim(sim, model, plan).run()
 
 
-class _WukongSim:
+class _WukongSim(EventLoop):
+    START, TOKEN = _START, _TOKEN
+
     def __init__(self, sim: SimGraph, model: SimModel, plan: JobPlan | None):
+        super().__init__(model)
         self.sim, self.m = sim, model
         self.plan = plan if plan is not None else generate_schedules(to_task_graph(sim))
         n = len(sim)
@@ -58,26 +60,14 @@ class _WukongSim:
         self.stored_at = [math.inf] * n  # when the value became readable in the KV store
         self.r = SimResult("wukong", sim.name, n, sim.critical_path(),
                            start=[math.nan] * n, finish=[math.nan] * n, runs=[0] * n)
-        self.pool = LambdaPool(model)
-        self.events: list = []
-        self.seq = 0
-        self.token_pending = False
         self.outputs_left = len(set(sim.outputs))
-
-    # --- event plumbing ------------------------------------------------------------------------
-    def push(self, at: float, kind: int, a=None, b=None) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (at, self.seq, kind, a, b))
 
     def run(self) -> SimResult:
         m, r = self.m, self.r
         map_end = self._plan_and_invoke_leaves()
-        handlers = {_INVOKE: self._on_invoke, _START: self._on_start, _TASK_DONE: self._on_task_done,
-                    _BUMPED: self._on_bumped, _END: self._on_end, _TOKEN: self._on_token}
-        events = self.events
-        while events:
-            at, _, kind, a, b = heapq.heappop(events)
-            handlers[kind](at, a, b)
+        self.loop({_INVOKE: lambda at, payload, _b: self.invoke(at, payload), _START: self._on_start,
+                   _TASK_DONE: self._on_task_done, _BUMPED: self._on_bumped, _END: self._on_end,
+                   _TOKEN: self.on_token})
         if self.outputs_left:
             raise RuntimeError(f"simulation ended with {self.outputs_left} results missing: a scheduling bug")
         # Await gets SendTaskSuccess, then the Finalize Lambda cleans up (one pipelined DEL per 1,000 keys)
@@ -122,33 +112,10 @@ class _WukongSim:
             r.sfn_transitions += 1
         return max(slots, default=plan_end)
 
-    # --- Lambda capacity ---------------------------------------------------------------------------
-    def _on_invoke(self, at: float, payload, _b) -> None:
-        started = self.pool.request(at, payload)
-        if started is not None:
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
-
-    def _on_token(self, at: float, _a, _b) -> None:
-        self.token_pending = False
-        for started in self.pool.drain(at):
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
-
-    def _watch_tokens(self, at: float) -> None:
-        if self.token_pending:
-            return
-        nxt = self.pool.next_token_at(at)
-        if nxt is not None:
-            self.token_pending = True
-            self.push(nxt, _TOKEN)
-
     def _on_end(self, at: float, ex: _Exec, _b) -> None:
         m = self.m
         self.r.bill(m, m.billed(at - ex.began + (m.cold_start if ex.cold else 0.0)))
-        for started in self.pool.release(at):
-            self.push(started.at, _START, started)
-        self._watch_tokens(at)
+        self.release(at)
 
     # --- one executor ------------------------------------------------------------------------------
     def _on_start(self, at: float, started: Start, _b) -> None:
