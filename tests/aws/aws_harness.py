@@ -81,6 +81,7 @@ class LambdaRouter:
         self.lock = threading.Lock()
         self.async_futures: list[Future] = []
         self.async_errors: list[str] = []
+        self.async_events: list[dict] = []  # every Event invoke's event, to inspect what travelled
         self.results: dict[str, list[Any]] = {}  # function name -> results of RequestResponse invokes
         #: function name -> callable run with the event before the handler (a test's gate)
         self.before: dict[str, Callable[[dict], None]] = {}
@@ -103,6 +104,7 @@ class LambdaRouter:
         context = LambdaContext(fn.function_name, fn.function_arn, int(fn.memory_size or 128))
         if invocation_type == "Event":
             with self.lock:
+                self.async_events.append(event)
                 self.async_futures.append(self.pool.submit(self._run_async, fn.function_name, handler, event, context))
             return b""
         try:

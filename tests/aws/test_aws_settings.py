@@ -3,6 +3,9 @@ limits of asynchronous invokes, per-job configuration, names and the Redis spec.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,6 +55,13 @@ def test_job_config_takes_job_settings_and_refuses_deployment_settings(monkeypat
         job_config({"redis_endpoints": "evil.example:6379"})
     with pytest.raises(ValueError):
         job_config({"job_timeout": -1})  # still validated
+
+
+def test_the_core_package_imports_without_boto3_or_powertools():
+    code = ("import sys; sys.modules['boto3'] = sys.modules['botocore'] = None; "
+            "sys.modules['aws_lambda_powertools'] = None; "
+            "import wukong, wukong.aws, wukong.aws.services, wukong.aws.submit, wukong.executor, wukong.job")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_names():

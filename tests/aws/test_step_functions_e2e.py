@@ -4,6 +4,7 @@ describe_execution, and the race in which the job finishes before the task token
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
 import time
@@ -27,7 +28,7 @@ def _job_keys(redis_stores, job_id):
     return redis_stores.mds.keys(KeySpace(job_id).prefix + "*")
 
 
-def test_tsqr_succeeds_with_the_right_result(aws, redis_stores):
+def test_tsqr_succeeds_with_the_right_result(aws, redis_stores, redis_server):
     x = da.random.default_rng(7).random((8192, 32), chunks=(512, 32))
     q, r = da.linalg.tsqr(x)
     handle = _submit(aws, r.__dask_graph__(), r.__dask_keys__())
@@ -44,6 +45,9 @@ def test_tsqr_succeeds_with_the_right_result(aws, redis_stores):
     assert _job_keys(redis_stores, handle.job_id) == []  # the finalizer deleted every key of the job
     # the Map started every leaf: 16 leaves need one invoker (min_leaves_per_invoker)
     assert sum(r["invoked"] for r in aws.router.results["wukong-invoker"]) == 16
+    # executors connect with their own credentials: the Redis password is in no invocation payload
+    payloads = [base64.b64decode(event["payload"]) for event in aws.router.async_events]
+    assert len(payloads) >= 16 and not any(redis_server.password.encode() in p for p in payloads)
 
 
 def test_a_raising_task_fails_the_execution_naming_the_task(aws, redis_stores):
