@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wukong import Client, ExecutorCrashedError, LocalCluster
+from wukong import Client, ExecutorCrashedError, FunctionTimeoutError, LocalCluster
 from wukong.graph import normalize_graph
 from wukong.invocation import Invoker
 from wukong.job import JobRun
@@ -150,3 +150,22 @@ def test_duplicated_invocations_run_nothing_twice(fault_cluster, tmp_path):
     for marker in [*leaves, merged]:
         assert len(Path(marker).read_text().split()) == 1, f"{Path(marker).name} ran more than once"
     assert run.report.tasks_run == len(dsk)
+
+
+def sleep_then(seconds: float, x: int) -> int:
+    time.sleep(seconds)
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_a_task_past_the_function_timeout_fails_the_job_naming_it():
+    with LocalCluster(n_workers=1, function_timeout=0.5, max_retries=1) as cluster:
+        dsk = {"x": 1, "sleepy-task": (sleep_then, HANG_GUARD, "x"), "out": (add, "sleepy-task", 1)}
+        started = time.monotonic()
+        with pytest.raises(FunctionTimeoutError) as info:
+            Client(cluster).get(dsk, "out")
+        assert time.monotonic() - started < HANG_GUARD  # stopped, not waited out
+        text = str(info.value)
+        assert "sleepy-task" in text and "function_timeout=0.5" in text and "max_retries=1" in text
+        assert isinstance(info.value, TimeoutError)
+        assert Client(cluster).get({"a": 1, "b": (add, "a", 1)}, "b") == 2  # a fresh worker took over

@@ -10,6 +10,7 @@ from wukong.client import Client
 from wukong.config import WukongConfig
 from wukong.errors import (
     ExecutorCrashedError,
+    FunctionTimeoutError,
     GraphCycleError,
     InvalidGraphError,
     JobFailedError,
@@ -26,6 +27,7 @@ from wukong.report import JobReport
 __all__ = [
     "Client",
     "ExecutorCrashedError",
+    "FunctionTimeoutError",
     "GraphCycleError",
     "InvalidGraphError",
     "JobFailedError",

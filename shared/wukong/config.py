@@ -94,6 +94,13 @@ class WukongConfig(BaseSettings):
         description="Times an invocation whose executor died is retried (Lambda retries asynchronous "
         "invokes twice by default); locally, the worker pool does the same.",
     )
+    function_timeout: float | None = Field(
+        default=900.0,
+        gt=0,
+        le=900,
+        description="An executor invocation running longer than this is stopped and retried, as Lambda "
+        "stops a function at its timeout (900 s at most); locally the worker pool enforces it.",
+    )
     max_task_fanout: int = Field(
         default=10, ge=2, description="Fan-outs this wide are handed to the KV proxy when one is in use."
     )

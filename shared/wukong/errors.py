@@ -48,3 +48,7 @@ class SerializationError(WukongError, TypeError):
 
 class OutputTooLargeError(WukongError, ValueError):
     """A task's serialized output is over the configured ``max_output_size``."""
+
+
+class FunctionTimeoutError(ExecutorCrashedError, TimeoutError):
+    """An executor ran past the function timeout (Lambda's limit; enforced locally too) on every attempt."""

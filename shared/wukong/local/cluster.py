@@ -63,7 +63,7 @@ class LocalCluster:
             self._check_reachable()
             self.pool = WorkerPool(
                 self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads,
-                max_retries=self.config.max_retries,
+                max_retries=self.config.max_retries, function_timeout=self.config.function_timeout,
             ).start()
             self.invoker = RedisQueueInvoker(self.stores.mds, self.queue_key)
         except BaseException:

@@ -26,12 +26,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 
-from wukong.errors import ExecutorCrashedError
+from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
 from wukong.executor import Executor, failure_event
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker
@@ -69,11 +70,11 @@ def processing_key(queue_key: str, worker_id: int) -> str:
 
 
 class CurrentTaskFile(ExecutorHooks):
-    """Writes the key of the task a worker is running to a small file the monitor reads if the
-    worker dies, so a crash is reported against the task that caused it, not its invocation's start.
-    One pwrite per task: far cheaper than telling Redis."""
+    """A small file per worker that the monitor reads: when the current invocation started (to
+    enforce the function timeout, as Lambda does) and the key of the task running now (so a crash
+    is reported against the task that caused it). One pwrite per task: far cheaper than Redis."""
 
-    SIZE = 512
+    SIZE = 512  # bytes for the key; the invocation's start time follows
 
     def __init__(self, path: str):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -81,14 +82,23 @@ class CurrentTaskFile(ExecutorHooks):
     def task_started(self, key: object) -> None:
         os.pwrite(self.fd, repr(key).encode("utf-8", "replace")[: self.SIZE].ljust(self.SIZE, b"\0"), 0)
 
+    def invocation_started(self) -> None:
+        os.pwrite(self.fd, f"{time.time():.3f}".encode().ljust(32, b"\0"), self.SIZE)
+
+    def invocation_finished(self) -> None:
+        os.pwrite(self.fd, b"\0" * 32, self.SIZE)
+
     @classmethod
-    def read(cls, path: str) -> str | None:
+    def read(cls, path: str) -> tuple[str | None, float | None]:
+        """(key of the task running or last run, start time of the running invocation or None)."""
         try:
             with open(path, "rb") as f:
-                text = f.read(cls.SIZE).rstrip(b"\0").decode("utf-8", "replace")
+                data = f.read(cls.SIZE + 32)
         except OSError:
-            return None
-        return text or None
+            return None, None
+        key = data[: cls.SIZE].rstrip(b"\0").decode("utf-8", "replace") or None
+        started = data[cls.SIZE :].rstrip(b"\0")
+        return key, float(started) if started else None
 
 
 def current_task_path(state_dir: str, worker_id: int) -> str:
@@ -136,22 +146,28 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
         except Exception:
             log.exception("dropping an invocation payload that does not unpickle")
             continue
+        if isinstance(hooks, CurrentTaskFile):
+            hooks.invocation_started()
         try:
             executor.handle(invocation)
         except Exception:  # keep the warm worker alive: one bad invocation must not shrink the pool
             log.exception("an invocation failed outside its job's error handling")
+        if isinstance(hooks, CurrentTaskFile):
+            hooks.invocation_finished()
 
 
 class WorkerPool:
     """``n_workers`` warm executor processes, replaced (and their invocation retried) if they die."""
 
     def __init__(self, spec: StorageSpec, queue_key: str, n_workers: int, limit_blas_threads: bool = True,
-                 max_retries: int = DEFAULT_MAX_RETRIES):
+                 max_retries: int = DEFAULT_MAX_RETRIES, function_timeout: float | None = None):
         self.spec = spec
         self.queue_key = queue_key
         self.n_workers = n_workers
         self.limit_blas_threads = limit_blas_threads
         self.max_retries = max_retries
+        self.function_timeout = function_timeout
+        self._timed_out: set[int] = set()  # workers the monitor killed for running too long
         self.processes: list[subprocess.Popen] = []
         #: Workers that died and were replaced, with what became of their invocations (for reports/tests).
         self.crashes: list[dict[str, Any]] = []
@@ -194,12 +210,25 @@ class WorkerPool:
     def _watch(self) -> None:
         while not self._stopping.wait(MONITOR_INTERVAL):
             for worker_id, proc in enumerate(self.processes):
-                if proc.poll() is None or self._stopping.is_set():
+                if self._stopping.is_set():
+                    break
+                if proc.poll() is None:
+                    self._enforce_timeout(worker_id, proc)
                     continue
                 try:
                     self._recover(worker_id, proc.returncode)
                 except Exception:  # Redis gone (cluster closing?): try again next round
                     log.warning("could not recover dead worker %d", worker_id, exc_info=True)
+
+    def _enforce_timeout(self, worker_id: int, proc: subprocess.Popen) -> None:
+        """Kill a worker whose invocation ran past the function timeout, as Lambda stops a function;
+        its invocation is then retried or failed like any other crash."""
+        if self.function_timeout is None:
+            return
+        _, started = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
+        if started is not None and time.time() - started > self.function_timeout:
+            self._timed_out.add(worker_id)
+            proc.kill()
 
     def _recover(self, worker_id: int, returncode: int) -> None:
         """Re-queue (or give up on) what a dead worker was running, then replace the worker."""
@@ -218,8 +247,10 @@ class WorkerPool:
 
     def _retry_or_fail(self, payload: bytes, worker_id: int, returncode: int) -> dict[str, Any]:
         inv: Invocation = loads(payload)  # the envelope is plain data: no user code is imported here
-        cause = describe_exit(returncode)
-        running = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
+        timed_out = worker_id in self._timed_out
+        self._timed_out.discard(worker_id)
+        cause = f"ran past function_timeout={self.function_timeout} s" if timed_out else describe_exit(returncode)
+        running, _ = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
         if inv.attempt < self.max_retries:
             inv.attempt += 1
             self._control.lpush(self.queue_key, dumps(inv))  # to the front: it has waited already
@@ -230,11 +261,17 @@ class WorkerPool:
         try:
             storage = JobStorage(stores, inv.job.job_id, inv.job.ttl, inv.job.n_outputs)
             key = running or repr(_task_key(inv, storage))
-            exc = ExecutorCrashedError(
-                f"the executor running task {key} died ({cause}) on each of its {inv.attempt + 1} attempts; "
-                f"giving up after max_retries={self.max_retries}. A task that exhausts memory or "
-                f"kills its process does this; run it alone to see why."
-            )
+            attempts = f"on each of its {inv.attempt + 1} attempts; giving up after max_retries={self.max_retries}"
+            if timed_out:
+                exc: ExecutorCrashedError = FunctionTimeoutError(
+                    f"the executor running task {key} {cause} {attempts}. Raise function_timeout "
+                    f"(Lambda allows up to 900 s) or split the task into smaller ones."
+                )
+            else:
+                exc = ExecutorCrashedError(
+                    f"the executor running task {key} died ({cause}) {attempts}. A task that exhausts "
+                    f"memory or kills its process does this; run it alone to see why."
+                )
             event = failure_event(key, exc)  # re-raised as itself
             event["key"] = key  # already a repr
             storage.end_job("failed", event)
