@@ -31,7 +31,8 @@ FUNCTIONS = {
     "executor": ("functions/executor/handler.handler", None),
     "waiter": ("functions/waiter/handler.handler", "WaiterFunctionArn"),
     "finalizer": ("functions/finalizer/handler.handler", "FinalizerFunctionArn"),
-    "status": ("functions/status/handler.handler", None),
+    "submit": ("functions/submit/handler.handler", None),
+    "jobs": ("functions/jobs/handler.handler", None),
 }
 
 

@@ -1,5 +1,6 @@
 """Fixtures for the AWS runtime tests: one real Redis for the module, and per test a moto account
-with the six functions, the bucket, the password secret and the state machine from the real ASL."""
+with the seven functions, the bucket, the password secret and the state machine from the real ASL;
+``api`` adds API Gateway in front (tests/aws/api_gateway.py) and S3 over HTTP for presigned URLs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from moto import mock_aws
 
+from api_gateway import ApiGateway
 from aws_harness import FUNCTIONS, LambdaRouter, definition, zip_of
 from wukong.local.redis_server import RedisServerProcess
 from wukong.storage import RedisStores, StorageSpec
@@ -94,3 +97,21 @@ def aws(redis_server, monkeypatch):
         finally:
             router.close()
     assert not router.async_errors, router.async_errors
+
+
+@pytest.fixture
+def api(aws, monkeypatch):
+    """API Gateway over the deployment. S3 is also served over loopback HTTP (moto's server, sharing
+    the in-process account), so presigned URLs work with a plain HTTP client, as on AWS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
+    monkeypatch.setenv("WUKONG_AWS_REGION", REGION)
+    try:
+        yield ApiGateway(aws.lambda_, {"submit": "wukong-submit", "jobs": "wukong-jobs"},
+                         botocore.session.get_session().get_credentials(), REGION)
+    finally:
+        server.stop()

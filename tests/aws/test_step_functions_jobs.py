@@ -1,5 +1,5 @@
 """More executions under moto: many leaves over several Map iterations, a graph large enough to go
-through S3, per-job timeouts and heartbeats, and the status endpoint's answers."""
+through S3, and per-job timeouts and heartbeats (the HTTP API is in test_jobs_api.py)."""
 
 from __future__ import annotations
 
@@ -89,20 +89,3 @@ def test_a_job_with_a_heartbeat_takes_the_heartbeat_await_state(aws, redis_serve
     assert fetch_result(handle, sfn_client=aws.sfn, s3_client=aws.s3, timeout=90) == 42
     entered = _states_entered(aws, handle)
     assert "Await completion with heartbeat" in entered and "Await completion" not in entered
-
-
-def test_status_endpoint_reports_progress_and_outcome(aws):
-    handle = _submit(aws, {"a": 2, "b": (operator.mul, "a", 21)}, "b")
-    assert fetch_result(handle, sfn_client=aws.sfn, s3_client=aws.s3, timeout=60) == 42
-
-    def get(job_id):
-        response = aws.lambda_.invoke(FunctionName="wukong-status", Payload=json.dumps(
-            {"httpMethod": "GET", "resource": "/jobs/{id}", "pathParameters": {"id": job_id}}))
-        answer = json.loads(response["Payload"].read())
-        return answer["statusCode"], json.loads(answer["body"])
-
-    status, body = get(handle.job_id)
-    assert status == 200 and body["status"] == "SUCCEEDED"
-    assert body["tasks_done"] == body["tasks_total"] == 2 and body["results"]["key"] == f"results/{handle.job_id}.pkl"
-    assert get("no-such-job")[0] == 404
-    assert get("not a job id")[0] == 400

@@ -11,11 +11,13 @@ import json
 import time
 from typing import Any
 
+from dask.local import nested_get
+
 from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, error_name, failure_cause
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
 from wukong.job import JobRecord, finalize_job, load_job
-from wukong.serialization import dumps
+from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage
 
 #: A failed job's stragglers are not waited for long: the report is best effort.
@@ -38,7 +40,9 @@ def finalize(event: dict, obs: Observability, context: Any = None) -> dict:
     with Services(config) as services:
         record, storage = load_job(services.stores(), job_id)
         blobs = storage.results([tid for tid, _ in record.outputs])
-        body = dumps({"requested": record.requested, "values": {key: blobs[tid] for tid, key in record.outputs}})
+        # the values nested as requested, as GET /jobs/{id}/result serves them (through a presigned
+        # URL, so this object is the response body as it is)
+        body = dumps(nested_get(record.requested, {key: loads(blobs[tid]) for tid, key in record.outputs}))
         with obs.span("write results"):
             services.client("s3").put_object(Bucket=config.bucket, Key=results_key(job_id), Body=body)
         report = finalize_job(storage, record, config, "succeeded", time.time() - record.created)

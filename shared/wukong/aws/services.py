@@ -71,6 +71,8 @@ class Services:
             self._clients[service] = self._session.client(service, config=Config(
                 retries={"mode": "standard", "max_attempts": 5},
                 max_pool_connections=max(10, self.config.num_lambda_invokers),
+                # presigned URLs: SigV4 everywhere (botocore may pick SigV2 for some endpoints)
+                signature_version="s3v4" if service == "s3" else None,
             ))
         return self._clients[service]
 

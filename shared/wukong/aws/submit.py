@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dask.local import nested_get
-
 from wukong.errors import JobFailedError
 from wukong.graph import to_task_mapping
 from wukong.job import new_job_id, raise_job_error
@@ -75,8 +73,7 @@ def fetch_result(handle: JobHandle, *, sfn_client: Any, s3_client: Any, timeout:
     if described["status"] == "SUCCEEDED":
         results = json.loads(described["output"])["results"]
         body = s3_client.get_object(Bucket=results["bucket"], Key=results["key"])["Body"].read()
-        data = loads(body)
-        return nested_get(data["requested"], {key: loads(blob) for key, blob in data["values"].items()})
+        return loads(body)  # the finalizer stored the values nested as requested
     if described["status"] == "FAILED":
         raise_job_error(failure_event(described))
     raise JobFailedError(f"job {handle.job_id} ended {described['status']}")

@@ -34,6 +34,7 @@ from wukong.service.models import (
     SubmitRequest,
     UploadDone,
     UploadTicket,
+    explain_errors,
 )
 from wukong.service.uploads import UploadError, UploadStore, open_private
 
@@ -168,7 +169,7 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _explain(exc.errors())}, status_code=400)
+        return JSONResponse({"detail": explain_errors(exc.errors())}, status_code=400)
 
     @app.exception_handler(405)
     async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
@@ -200,7 +201,7 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
             try:
                 req = SubmitRequest.model_validate_json(body)
             except ValidationError as exc:
-                raise BadRequestError(_explain(exc.errors())) from None
+                raise BadRequestError(explain_errors(exc.errors())) from None
             config_overrides, upload_id = req.config, req.graph_upload
             if req.graph is not None:
                 try:
@@ -300,15 +301,6 @@ def _openapi(app: FastAPI) -> dict:
         components.update(submit.pop("$defs", {}), SubmitRequest=submit)
         app.openapi_schema = schema
     return app.openapi_schema
-
-
-def _explain(errors: list[dict]) -> str:
-    """Pydantic's errors as one sentence a person can act on."""
-    parts = []
-    for err in errors[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "malformed request: " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from wukong.serialization import dumps
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 #: Media type of a pickled graph or result body.
 PICKLE_MEDIA_TYPE = "application/octet-stream"
+#: On AWS an inline graph rides in the Step Functions execution input, which must stay under 256 KB:
+#: the client uploads bigger pickles first, and API Gateway's submit function refuses them inline.
+AWS_INLINE_GRAPH_LIMIT = 128 * 1024
 
 
 class JobState(str, Enum):
@@ -164,3 +167,12 @@ def event_from_error(error: JobError) -> dict:
     return {"kind": "error", "key": error.key or "<job>", "type": error.type, "message": error.message,
             "traceback": error.traceback or "", "exception": error.exception,
             "internal": error.kind == "internal", "worker": error.worker or "?"}
+
+
+def explain_errors(errors: list[dict]) -> str:
+    """Pydantic's errors as one sentence a person can act on."""
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "malformed request: " + "; ".join(parts)

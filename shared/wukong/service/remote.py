@@ -11,7 +11,7 @@ import re
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from wukong.errors import WukongError
 from wukong.graph import TaskGraph
@@ -24,12 +24,17 @@ from wukong.service.base import (
     ServiceError,
     UnknownJobError,
 )
-from wukong.service.models import PICKLE_MEDIA_TYPE, JobConfig, JobList, JobStatus, UploadTicket
+from wukong.service.models import (
+    AWS_INLINE_GRAPH_LIMIT,
+    PICKLE_MEDIA_TYPE,
+    JobConfig,
+    JobList,
+    JobStatus,
+    UploadTicket,
+)
 
 #: API Gateway hosts: <api-id>.execute-api.<region>.amazonaws.com
 _EXECUTE_API = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
-#: On AWS an inline graph rides in the Step Functions execution input, which must stay under 256 KB.
-AWS_INLINE_LIMIT = 128 * 1024
 _ERRORS = {400: BadRequestError, 404: UnknownJobError, 409: JobNotFinishedError, 410: ResultGoneError}
 
 
@@ -90,6 +95,13 @@ def make_auth(endpoint: str, token: str | None, mode: str = "auto", region: str 
     return BearerAuth(token)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects surface as HTTPError: following one must not carry our credentials along."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class HttpJobService(JobService):
     """:class:`JobService` over the HTTP API of docs/http-api.md."""
 
@@ -97,7 +109,8 @@ class HttpJobService(JobService):
         self.endpoint = endpoint.rstrip("/")
         self.auth = auth
         self.timeout = timeout
-        self.inline_limit = min(inline_limit, AWS_INLINE_LIMIT) if isinstance(auth, SigV4Auth) else inline_limit
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self.inline_limit = min(inline_limit, AWS_INLINE_GRAPH_LIMIT) if isinstance(auth, SigV4Auth) else inline_limit
 
     # --- the interface ---------------------------------------------------------------------
     def submit(self, graph: TaskGraph, config: JobConfig | None = None) -> JobStatus:
@@ -143,9 +156,15 @@ class HttpJobService(JobService):
             headers = self.auth.headers(method, url, body, headers)
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
+            location = exc.headers.get("Location") if exc.code == 303 and method == "GET" else None
+            if location:
+                # API Gateway hands large answers (results) over as a presigned S3 URL, which is
+                # its own credential: S3 refuses a request that also carries our signature
+                exc.close()
+                return self._call("GET", urljoin(url, location), signed=False, timeout=timeout)
             raise _service_error(exc, method, path) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
