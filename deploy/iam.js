@@ -40,13 +40,26 @@ function statements(names) {
     ],
     waiter: [{ Effect: 'Allow', Action: ['states:SendTaskSuccess', 'states:SendTaskFailure'], Resource: '*' }],
     finalizer: [{ Effect: 'Allow', Action: 's3:PutObject', Resource: BUCKET_OBJECTS('results/') }],
-    status: [{
-      Effect: 'Allow',
-      Action: 'states:DescribeExecution',
-      Resource: ARN('states', `execution:${names.stateMachine}:*`),
-    }],
+    // presigned PUTs of graphs/ act with this role; the ranged GET checks an upload before its job starts
+    submit: [
+      { Effect: 'Allow', Action: 'states:StartExecution', Resource: ARN('states', `stateMachine:${names.stateMachine}`) },
+      { Effect: 'Allow', Action: ['s3:PutObject', 's3:GetObject'], Resource: BUCKET_OBJECTS('graphs/') },
+    ],
+    // presigned GETs of results/ act with this role
+    jobs: [
+      { Effect: 'Allow', Action: 'states:ListExecutions', Resource: ARN('states', `stateMachine:${names.stateMachine}`) },
+      {
+        Effect: 'Allow',
+        Action: ['states:DescribeExecution', 'states:StopExecution'],
+        Resource: ARN('states', `execution:${names.stateMachine}:*`),
+      },
+      { Effect: 'Allow', Action: 's3:GetObject', Resource: BUCKET_OBJECTS('results/') },
+    ],
   };
 }
+
+// functions that never talk to Redis, so they get no access to its password
+const WITHOUT_REDIS = new Set(['submit']);
 
 function roleLogicalId(functionKey) {
   return `${functionKey.charAt(0).toUpperCase()}${functionKey.slice(1)}Role`;
@@ -79,7 +92,7 @@ function roles(names) {
               },
               VPC_ACCESS,
               XRAY,
-              REDIS_SECRET,
+              ...(WITHOUT_REDIS.has(key) ? [] : [REDIS_SECRET]),
               ...own,
             ],
           },

@@ -24,7 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE, REGION = "ci", "us-east-1"
-FUNCTIONS = ("planner", "invoker", "executor", "waiter", "finalizer", "status")
+FUNCTIONS = ("planner", "invoker", "executor", "waiter", "finalizer", "submit", "jobs")
+API_FUNCTIONS = ("submit", "jobs")  # behind API Gateway
 ASL_FUNCTIONS = ("planner", "invoker", "waiter", "finalizer")  # what the state machine calls
 ALLOWED_STAR_ACTIONS = {  # actions AWS offers no resource-level permission for
     "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
@@ -143,7 +144,7 @@ def assert_lint_clean(path: Path):
 
 # --- functions ---------------------------------------------------------------------------------
 
-def test_six_functions_on_python_312_or_newer_in_the_private_subnets(resources):
+def test_seven_functions_on_python_312_or_newer_in_the_private_subnets(resources):
     functions = of_type(resources, "AWS::Lambda::Function")
     assert set(functions) == {f"{name.capitalize()}LambdaFunction" for name in FUNCTIONS}
     roles = set()
@@ -181,7 +182,9 @@ def test_function_environment_follows_the_runtime_contract(resources):
         assert env[name]["WUKONG_EXECUTOR_FUNCTION"] == f"wukong-{STAGE}-executor"
     for name in ("planner", "finalizer"):
         assert env[name]["WUKONG_BUCKET"] == {"Ref": "JobBucket"}
-    assert env["status"]["WUKONG_STATE_MACHINE_ARN"] == {"Ref": "WukongStateMachine"}
+    for name in API_FUNCTIONS:
+        assert env[name]["WUKONG_STATE_MACHINE_ARN"] == {"Ref": "WukongStateMachine"}
+        assert env[name]["WUKONG_BUCKET"] == {"Ref": "JobBucket"}
 
 
 def test_bundle_holds_handlers_wukong_and_lambda_wheels(packaged):
@@ -243,31 +246,39 @@ def test_state_machine_role_invokes_only_its_four_functions(resources):
 
 # --- HTTP API ----------------------------------------------------------------------------------
 
-def test_post_jobs_starts_an_execution_named_by_job_id(resources):
-    method = resources["ApiGatewayMethodJobsPost"]["Properties"]
-    assert method["HttpMethod"] == "POST" and method["AuthorizationType"] == "AWS_IAM"
-    integration = method["Integration"]
-    assert integration["Type"] == "AWS"
-    assert integration["Uri"]["Fn::Join"][1][-1] == ":states:action/StartExecution"
-    template, params = integration["RequestTemplates"]["application/json"]["Fn::Sub"]
-    assert params == {"StateMachineArn": {"Ref": "WukongStateMachine"}}
-    assert "$input.path('$.job_id')" in template and '"name": "$name"' in template
-    assert '"input": "$body"' in template
-    assert integration["Credentials"] == {"Fn::GetAtt": ["ApiStartExecutionRole", "Arn"]}
-    assert "ApigatewayToStepFunctionsRole" not in resources  # the plugin's role allows any machine
-    role = resources["ApiStartExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-    assert [s["Action"] for s in role["Statement"]] == ["states:StartExecution"]
-    assert refs(role) == {"WukongStateMachine"}
-    (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment").values()  # one stage, both routes
-    assert set(deployment["DependsOn"]) == {"ApiGatewayMethodJobsPost", "ApiGatewayMethodJobsIdVarGet"}
+#: (method, path) -> the function behind it; tests/aws/api_gateway.py serves the same routes
+ROUTES = {
+    ("POST", "uploads"): "submit", ("POST", "jobs"): "submit", ("GET", "jobs"): "jobs",
+    ("GET", "jobs/{id}"): "jobs", ("GET", "jobs/{id}/result"): "jobs", ("DELETE", "jobs/{id}"): "jobs",
+}
 
 
-def test_get_job_status_is_an_iam_authorized_lambda_proxy(resources):
-    method = resources["ApiGatewayMethodJobsIdVarGet"]["Properties"]
-    assert method["HttpMethod"] == "GET" and method["AuthorizationType"] == "AWS_IAM"
-    assert method["Integration"]["Type"] == "AWS_PROXY"
-    assert "StatusLambdaFunction" in refs(method["Integration"]["Uri"])
-    assert resources["ApiGatewayResourceJobsIdVar"]["Properties"]["PathPart"] == "{id}"
+def api_routes(resources) -> dict:
+    """(method, path) -> method resource, with the path rebuilt from the API Gateway resources."""
+    def path(ref: str) -> str:
+        props = resources[ref]["Properties"]
+        parent = props["ParentId"]
+        prefix = "" if "Fn::GetAtt" in parent else path(parent["Ref"]) + "/"
+        return prefix + props["PathPart"]
+
+    return {(m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"]["Ref"])): m["Properties"]
+            for m in of_type(resources, "AWS::ApiGateway::Method").values()
+            if m["Properties"]["HttpMethod"] != "OPTIONS"}
+
+
+def test_every_route_is_an_iam_authorized_lambda_proxy_to_its_function(resources):
+    routes = api_routes(resources)
+    assert set(routes) == set(ROUTES)
+    for route, function in ROUTES.items():
+        method = routes[route]
+        assert method["AuthorizationType"] == "AWS_IAM", route
+        assert method["Integration"]["Type"] == "AWS_PROXY", route
+        assert f"{function.capitalize()}LambdaFunction" in refs(method["Integration"]["Uri"]), route
+    (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["BinaryMediaTypes"] == ["application/octet-stream"]  # raw pickles arrive intact
+    (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment").values()  # one stage, every route
+    assert len(deployment["DependsOn"]) >= len(ROUTES)
+    assert not [r for r in resources if "ApigatewayToStepFunctions" in r]  # no direct StartExecution integration
 
 
 # --- storage and IAM ---------------------------------------------------------------------------
@@ -318,7 +329,8 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
                      "states:SendTaskHeartbeat"},
         "waiter": {"states:SendTaskSuccess", "states:SendTaskFailure"},
         "finalizer": {"s3:PutObject"},
-        "status": {"states:DescribeExecution"},
+        "submit": {"states:StartExecution", "s3:PutObject", "s3:GetObject"},
+        "jobs": {"states:ListExecutions", "states:DescribeExecution", "states:StopExecution", "s3:GetObject"},
     }
     by_role: dict[str, list[dict]] = {}
     for logical_id, statement in iam_statements(resources):
@@ -326,16 +338,19 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
     for name, own in expected.items():
         statements = by_role[f"{name.capitalize()}Role"]
         actions = {a for s in statements for a in as_list(s["Action"])}
-        assert actions == common | own, name
+        # the submit function never talks to Redis, so it cannot read the password either
+        assert actions == (common - {"secretsmanager:GetSecretValue"} if name == "submit" else common) | own, name
         for statement in statements:
             acts = set(as_list(statement["Action"]))
             if acts & {"s3:GetObject", "s3:PutObject"}:
-                prefix = "graphs/" if name == "planner" else "results/"
+                prefix = "graphs/" if name in ("planner", "submit") else "results/"
                 assert statement["Resource"] == {"Fn::Sub": "${JobBucket.Arn}/" + prefix + "*"}
             if "lambda:InvokeFunction" in acts:
                 assert statement["Resource"]["Fn::Sub"].endswith(f":function:wukong-{STAGE}-executor")
-            if "states:DescribeExecution" in acts:
+            if acts & {"states:DescribeExecution", "states:StopExecution"}:
                 assert statement["Resource"]["Fn::Sub"].endswith(f":execution:wukong-{STAGE}:*")
+            if acts & {"states:StartExecution", "states:ListExecutions"}:
+                assert statement["Resource"]["Fn::Sub"].endswith(f":stateMachine:wukong-{STAGE}")
             if "secretsmanager:GetSecretValue" in acts:
                 assert statement["Resource"] == {"Ref": "RedisPasswordSecret"}
             if acts & {"logs:PutLogEvents"}:
