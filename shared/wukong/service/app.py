@@ -236,6 +236,8 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
         "/jobs/{job_id}/result", dependencies=secured, tags=["jobs"], response_class=Response,
         summary="The results: a pickle of the values, nested as the keys were requested.",
         responses={200: {"content": {PICKLE_MEDIA_TYPE: _BINARY}, "description": "The pickled results."},
+                   303: {"description": "API Gateway only: the results are at the Location URL (a presigned S3 "
+                                        "GET, valid for minutes); follow it without credentials."},
                    **_JOB, 409: _problem("The job has not succeeded (yet)."),
                    410: _problem("The results expired or were evicted.")},
     )
