@@ -1,6 +1,7 @@
 """Fault injection on the local runtime: executors killed mid-task are detected and retried, as
-Lambda retries asynchronous invokes; when retries run out the job fails fast naming the task;
-duplicated invocations run nothing twice.
+Lambda retries asynchronous invokes; when retries run out (or a task passes the function timeout)
+the job fails fast naming the task; duplicated invocations run nothing twice; a lost Redis server
+gives a clear error, not a hang.
 
 Tasks record each attempt in files under tmp_path (pid per line), so the test can find and
 SIGKILL the worker that is running a task, and count how often each task really ran.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from wukong import Client, ExecutorCrashedError, FunctionTimeoutError, LocalCluster
+from wukong import Client, ExecutorCrashedError, FunctionTimeoutError, LocalCluster, RedisUnavailableError
 from wukong.graph import normalize_graph
 from wukong.invocation import Invoker
 from wukong.job import JobRun
@@ -169,3 +170,29 @@ def test_a_task_past_the_function_timeout_fails_the_job_naming_it():
         assert "sleepy-task" in text and "function_timeout=0.5" in text and "max_retries=1" in text
         assert isinstance(info.value, TimeoutError)
         assert Client(cluster).get({"a": 1, "b": (add, "a", 1)}, "b") == 2  # a fresh worker took over
+
+
+def ones(n: int):
+    import numpy as np
+
+    return np.ones(n)
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_kv_shard_or_mds_gives_a_clear_error_not_a_hang():
+    dsk = {("x", i): (ones, 1000) for i in range(20)}
+    dsk["total"] = (sum, [("x", i) for i in range(20)])
+    with LocalCluster(n_workers=2, num_kv_shards=2) as cluster:
+        client = Client(cluster)
+        assert client.get(dsk, "total").sum() == 20 * 1000
+        lost_shard = cluster.servers[1]
+        port = lost_shard.endpoint[1]
+        lost_shard.stop()
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailableError, match=rf"{port}.*check that the MDS"):
+            client.get(dsk, "total")
+        cluster.servers[0].stop()  # the MDS itself
+        with pytest.raises(RedisUnavailableError, match="lost the metadata store"):
+            client.get(dsk, "total")
+        assert time.monotonic() - started < HANG_GUARD
+    assert cluster.pool is None  # close() still ended every worker

@@ -17,8 +17,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from wukong import decisions
-from wukong.errors import OutputTooLargeError, SerializationError
+from wukong.errors import OutputTooLargeError, RedisUnavailableError, SerializationError
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.schedule import Path, TaskRecord
@@ -92,6 +94,12 @@ class Executor:
             pass
         except _TaskRaised as raised:
             self.fail(storage, raised.event)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # a lost server: say which, plainly
+            key = run.key_of(run.current if run.current is not None else inv.start)
+            self.fail(storage, failure_event(key, RedisUnavailableError(
+                f"a Redis server stopped answering while task {key!r} ran ({type(exc).__name__}: {exc}); "
+                f"check that the MDS {self.stores.spec.mds} and every KV shard are up"
+            )))
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
             current = run.current if run.current is not None else inv.start
             self.fail(storage, failure_event(run.key_of(current), exc, internal=True))

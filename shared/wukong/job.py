@@ -8,23 +8,27 @@ and :func:`finalize_job` from separate Lambdas that share only the :class:`JobRe
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import time
 import uuid
-from collections.abc import Callable
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
-from wukong.errors import JobFailedError, JobTimeoutError, RemoteTaskError
+from wukong.errors import JobFailedError, JobTimeoutError, RedisUnavailableError, RemoteTaskError
 from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
+
+log = logging.getLogger(__name__)
 
 #: How long finalize waits for straggling executors to report their counts.
 SETTLE_TIMEOUT = 2.0
@@ -143,23 +147,42 @@ class JobRun:
         if not self.graph.output_ids:  # e.g. get(dsk, []): nothing to run, nothing to wait for
             return nested_get(self.graph.requested, {})
         started = time.perf_counter()
-        job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
+        with self._redis_errors("planning"):
+            job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
         storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
         status = "failed"
         payloads = job.leaf_payloads()
         try:
-            self.invoker.invoke(payloads)
-            event = self.event = self._await(storage, started)
-            if event["kind"] == "done":
-                blobs = storage.results(list(job.plan.output_ids))
+            with self._redis_errors("running"):
+                self.invoker.invoke(payloads)
+                event = self.event = self._await(storage, started)
+                blobs = storage.results(list(job.plan.output_ids)) if event["kind"] == "done" else None
+            if blobs is not None:
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
                 status = "succeeded"
                 return nested_get(self.graph.requested, values)
             status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
             raise_job_error(event)
         finally:
-            self.report = finalize_job(storage, job.record, self.config, status, time.perf_counter() - started,
-                                       payload_bytes=sum(len(p) for p in payloads))
+            try:
+                self.report = finalize_job(storage, job.record, self.config, status,
+                                           time.perf_counter() - started,
+                                           payload_bytes=sum(len(p) for p in payloads))
+            except redis.RedisError as exc:  # never hide the job's own outcome behind a cleanup error
+                log.warning("could not finalize job %s (%s); its keys expire after job_ttl=%s s",
+                            self.job_id, exc, self.config.job_ttl)
+
+    @contextlib.contextmanager
+    def _redis_errors(self, doing: str) -> Iterator[None]:
+        """A lost connection to the MDS becomes one clear RedisUnavailableError (tasks' own
+        exceptions are re-raised outside this, so a task that uses Redis itself is not mistaken)."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(
+                f"lost the metadata store {self.stores.spec.mds} while {doing} job {self.job_id} "
+                f"({type(exc).__name__}: {exc}); is the Redis server up?"
+            ) from exc
 
     def _await(self, storage: JobStorage, started: float) -> dict:
         total = len(self.graph)

@@ -109,7 +109,9 @@ class RedisStores:
         self.spec = spec
         self.mds = connect(spec.mds, spec, single_connection)
         # a shard on the MDS server shares its client, so their commands can share a pipeline
-        self.shards = {f"{h}:{p}": self.mds if (h, p) == spec.mds else connect((h, p), spec, single_connection)
+        # other shards are pooled, not pinned: a pinned client connects in its constructor, and one
+        # unreachable shard must fail the tasks that use it with a clear error, not every executor's start
+        self.shards = {f"{h}:{p}": self.mds if (h, p) == spec.mds else connect((h, p), spec)
                        for h, p in spec.kv}
         self.ring = HashRing(nodes=list(self.shards))
         self._scripts = redis_scripts.SCRIPTS
