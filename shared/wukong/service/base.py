@@ -105,6 +105,7 @@ class JobHandle:
         # with a bar, come back often to move it; without, let the server hold the call longer
         poll = 0.25 if show else 5.0
         deadline = None if timeout is None else time.monotonic() + timeout
+        pace = 0.1  # between polls of a server that answers at once; doubles up to ``poll``
         try:
             while True:
                 asked = time.monotonic()
@@ -114,8 +115,10 @@ class JobHandle:
                     bar(st.tasks_total if st.state is JobState.succeeded else st.tasks_done, st.tasks_total)
                 if st.state.finished or (deadline is not None and time.monotonic() >= deadline):
                     return st
-                # a server that does not long-poll (e.g. API Gateway) answers at once: pace the polls
-                time.sleep(max(0.0, budget - (time.monotonic() - asked)))
+                # a server that does not long-poll (e.g. API Gateway) answers at once: pace the polls,
+                # soon at first so short jobs return quickly, then less often
+                time.sleep(max(0.0, min(pace, budget) - (time.monotonic() - asked)))
+                pace = min(2 * pace, poll)
         finally:
             if bar is not None:
                 bar.close()
