@@ -110,12 +110,46 @@ def summarize(result: dict) -> list[dict]:
                 row["round_trips"] = int(statistics.median(x["round_trips"] for x in reps))
                 row["kv_bytes_written"] = int(statistics.median(x["kv_bytes_written"] for x in reps))
                 row["kv_bytes_read"] = int(statistics.median(x["kv_bytes_read"] for x in reps))
+                out = result["workloads"][wname].get("output_bytes")
+                if out:
+                    row["kv_share_of_outputs"] = round(row["kv_bytes_written"] / out, 4)
                 row["executors"] = int(statistics.median(x["executors_invoked"] for x in reps))
                 row["plan_s"] = round(statistics.median(x["plan_seconds"] for x in reps), 4)
                 row["executor_busy_s"] = round(statistics.median(x["executor_seconds"] for x in reps), 3)
                 row["task_s"] = round(statistics.median(x["task_seconds"] for x in reps), 3)
             rows.append(row)
     return rows
+
+
+#: Tiny-task workloads are judged against distributed, the seed workloads against threads.
+TINY = ("tree", "independent")
+SEED = ("tsqr", "gemm", "svd")
+
+
+def target_lines(summary: list[dict]) -> list[str]:
+    """One line per issue-5 target: the measured value and whether it was met."""
+    wk = {r["workload"]: r for r in summary if r["backend"] == "wukong"}
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    for name in TINY:
+        r = wk.get(name)
+        if r and r.get("vs_distributed") is not None:
+            lines.append(f"- {name}: {r['vs_distributed']:.2f}x distributed's time (target ≤ 0.5x): "
+                         f"{verdict(r['vs_distributed'] <= 0.5)}")
+    for name in SEED:
+        r = wk.get(name)
+        if r and r.get("vs_threaded") is not None:
+            lines.append(f"- {name}: {r['vs_threaded']:.2f}x threaded's time (target ≤ 1.25x): "
+                         f"{verdict(r['vs_threaded'] <= 1.25)}")
+    r = wk.get("tsqr")
+    if r and r.get("kv_share_of_outputs") is not None:
+        share = r["kv_share_of_outputs"]
+        lines.append(f"- tsqr: KV bytes written are {100 * share:.1f}% of all output bytes (target ≤ 10%): "
+                     f"{verdict(share <= 0.10)}")
+    return lines or ["- (no Wukong rows in this run)"]
 
 
 def _bytes(n: int) -> str:
@@ -145,16 +179,19 @@ def render_section(result: dict, raw_path: Path) -> str:
         f"time was kept); raw numbers: `{raw_path}`.",
         "",
         "| workload | scheduler | median (s) | min–max (s) | vs threaded | vs distributed "
-        "| Wukong Redis ops (round trips) | Wukong KV bytes written / read | Wukong executors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Wukong Redis ops (round trips) | Wukong KV bytes written / read | KV written / all outputs "
+        "| Wukong executors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["summary"]:
         w = row["workload"]
-        extra = ["", "", ""]
+        extra = ["", "", "", ""]
         if "redis_ops" in row:
+            share = row.get("kv_share_of_outputs")
             extra = [
                 f"{row['redis_ops']:,} ({row['round_trips']:,})",
                 f"{_bytes(row['kv_bytes_written'])} / {_bytes(row['kv_bytes_read'])}",
+                "" if share is None else f"{100 * share:.1f}%",
                 f"{row['executors']:,}",
             ]
         lines.append(
@@ -164,7 +201,9 @@ def render_section(result: dict, raw_path: Path) -> str:
         )
     lines += ["", "Workloads:", ""]
     for name, w in result["workloads"].items():
-        lines.append(f"- **{name}**: {w['description']}; {w['n_tasks']:,} tasks in the graph handed over.")
+        out = f", {_bytes(w['output_bytes'])} of task outputs (pickled)" if w.get("output_bytes") else ""
+        lines.append(f"- **{name}**: {w['description']}; {w['n_tasks']:,} tasks in the graph handed over{out}.")
+    lines += ["", "Targets (issue 5):", "", *target_lines(result["summary"])]
     wk = [r for r in result["summary"] if "plan_s" in r]
     if wk:
         lines += ["", "Wukong job-report medians (planning is client-side and inside the wall time; "

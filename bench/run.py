@@ -28,6 +28,7 @@ from report_md import machine_facts, summarize, update_benchmarks_md  # noqa: E4
 from workloads import make_workloads  # noqa: E402
 
 BACKENDS = ["wukong", "threaded", "distributed"]
+WORKLOADS = ["tree", "independent", "tsqr", "gemm", "svd"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small workloads (1024 leaves, TSQR 32,768 x 128), for a smoke run")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
-    p.add_argument("--workloads", default="tree,tsqr", help="comma-separated subset of tree,tsqr")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help="comma-separated subset of " + ",".join(WORKLOADS))
     p.add_argument("--markdown", default=None, choices=["yes", "no"],
                    help="write BENCHMARKS.md (default: yes for full runs, no for --quick)")
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
@@ -71,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(f"backends: {names}; workloads: {[w.name for w in workloads]}; repeat {args.repeat}", flush=True)
 
+    output_bytes = {}
     for w in workloads:
         if hasattr(w, "reference"):
             w.reference()  # computed once, outside every timing
+        output_bytes[w.name] = w.output_bytes()  # all task outputs, pickled: what KV traffic is measured against
 
     backends = []
     try:
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "machine": facts,
         "backends": {b.name: b.label for b in backends},
-        "workloads": {w.name: {"description": w.description, "n_tasks": w.n_tasks} for w in workloads},
+        "workloads": {w.name: {"description": w.description, "n_tasks": w.n_tasks,
+                               "output_bytes": output_bytes[w.name]} for w in workloads},
         "runs": runs,
     }
     result["summary"] = summarize(result)

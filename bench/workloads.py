@@ -54,6 +54,11 @@ class TreeReduction:
     def run(self, backend: Any) -> Any:
         return backend.get(self.graph, self.root)
 
+    def output_bytes(self) -> int:
+        from more_workloads import output_bytes_of
+
+        return output_bytes_of(self.graph, self.root)
+
     def check(self, value: Any) -> None:
         expected = self.n_leaves * (self.n_leaves - 1) // 2
         assert value == expected, f"tree reduction gave {value!r}, expected {expected}"
@@ -87,6 +92,11 @@ class TSQR:
     def run(self, backend: Any) -> Any:
         return backend.compute(self.r)
 
+    def output_bytes(self) -> int:
+        from more_workloads import output_bytes_of
+
+        return output_bytes_of(self.r)
+
     def reference(self) -> np.ndarray:
         """X^T X of the same random input, computed once with Dask's sync scheduler and numpy."""
         if self._gram is None:
@@ -105,7 +115,10 @@ class TSQR:
 
 
 def make_workloads(quick: bool) -> list:
-    """The two workloads at full size, or small versions for a smoke run."""
+    """Every workload at full size, or small versions for a smoke run."""
+    from more_workloads import GEMM, SVD, IndependentTasks
+
     if quick:
-        return [TreeReduction(n_leaves=1024), TSQR(rows=32_768, cols=128, chunk_rows=4096)]
-    return [TreeReduction(n_leaves=8192), TSQR()]
+        return [TreeReduction(n_leaves=1024), TSQR(rows=32_768, cols=128, chunk_rows=4096),
+                IndependentTasks(n=1000), GEMM(n=1000, chunk=250), SVD(rows=20_000, chunk_rows=2_000)]
+    return [TreeReduction(n_leaves=8192), TSQR(), IndependentTasks(), GEMM(), SVD()]

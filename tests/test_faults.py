@@ -1,7 +1,7 @@
 """Fault injection on the local runtime: executors killed mid-task are detected and retried, as
 Lambda retries asynchronous invokes; when retries run out (or a task passes the function timeout)
-the job fails fast naming the task; duplicated invocations run nothing twice; a lost Redis server
-gives a clear error, not a hang.
+the job fails fast naming the task; duplicated invocations run nothing twice; a lost invocation is
+named by the stall warning and the job timeout; a lost Redis server gives a clear error, not a hang.
 
 Tasks record each attempt in files under tmp_path (pid per line), so the test can find and
 SIGKILL the worker that is running a task, and count how often each task really ran.
@@ -9,6 +9,7 @@ SIGKILL the worker that is running a task, and count how often each task really 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -18,10 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from wukong import Client, ExecutorCrashedError, FunctionTimeoutError, LocalCluster, RedisUnavailableError
+from wukong import (
+    Client,
+    ExecutorCrashedError,
+    FunctionTimeoutError,
+    JobTimeoutError,
+    LocalCluster,
+    RedisUnavailableError,
+)
+from wukong.config import make_config
 from wukong.graph import normalize_graph
 from wukong.invocation import Invoker
 from wukong.job import JobRun
+from wukong.serialization import loads
 
 HANG_GUARD = 60.0
 
@@ -151,6 +161,37 @@ def test_duplicated_invocations_run_nothing_twice(fault_cluster, tmp_path):
     for marker in [*leaves, merged]:
         assert len(Path(marker).read_text().split()) == 1, f"{Path(marker).name} ran more than once"
     assert run.report.tasks_run == len(dsk)
+
+
+class DroppingInvoker(Invoker):
+    """Fault injection: loses the invocation starting at task id ``lost``, as a dropped async invoke."""
+
+    def __init__(self, inner: Invoker, lost: int):
+        self.inner = inner
+        self.lost = lost
+
+    def invoke(self, payloads):
+        self.inner.invoke([p for p in payloads if loads(p).start != self.lost])
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_leaf_invocation_is_named_by_the_stall_warning_and_the_timeout(fault_cluster, caplog):
+    dsk = {("leaf", i): (add, i, 0) for i in range(6)}
+    dsk["total"] = (sum, [("leaf", i) for i in range(6)])
+    graph = normalize_graph(dsk, ["total"])
+    config = make_config(fault_cluster.config, job_timeout=3, stall_warning=0.5)
+    run = JobRun(graph, fault_cluster.stores, DroppingInvoker(fault_cluster.invoker, graph.id_of(("leaf", 4))),
+                 config, progress=lambda done, total: None)  # a progress callback polls every 0.2 s
+    with caplog.at_level(logging.WARNING, logger="wukong.job"), pytest.raises(JobTimeoutError) as info:
+        run.run()
+    message = str(info.value)
+    assert "1 leaf invocation never started" in message and "('leaf', 4)" in message
+    assert "('leaf', 3)" not in message  # the leaves that ran are not blamed
+    assert "1 requested output never stored: 'total'" in message
+    stalls = [r.getMessage() for r in caplog.records if "finished no task" in r.getMessage()]
+    assert stalls and all("('leaf', 4)" in m for m in stalls)
+    assert run.report.status == "timed out"
+    assert Client(fault_cluster).get(dsk, "total") == 15  # nothing of the lost job lingers
 
 
 def sleep_then(seconds: float, x: int) -> int:

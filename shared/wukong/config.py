@@ -117,7 +117,12 @@ class WukongConfig(BaseSettings):
 
     # --- jobs ----------------------------------------------------------------------------
     job_timeout: float | None = Field(
-        default=None, gt=0, description="Fail a job that has not finished after this many seconds."
+        default=None, gt=0, description="Fail a job that has not finished after this many seconds; None: no "
+        "limit (a long job is legitimate). The error names the leaf invocations that never started."
+    )
+    stall_warning: float | None = Field(
+        default=600.0, gt=0, description="Log a warning, naming what never started, each time a job has "
+        "finished no task for this many seconds (a lost invocation, or a very long task); None: never."
     )
     progress: bool = Field(default=False, description="Show a progress bar on stderr for each job.")
 

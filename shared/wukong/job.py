@@ -27,6 +27,7 @@ from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
+from wukong.unfinished import find_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class JobRun:
         try:
             with self._redis_errors("running"):
                 self.invoker.invoke(payloads)
-                event = self.event = self._await(storage, started)
+                event = self.event = self._await(storage, job.record, started)
                 blobs = storage.results(list(job.plan.output_ids)) if event["kind"] == "done" else None
             if blobs is not None:
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
@@ -184,28 +185,48 @@ class JobRun:
                 f"({type(exc).__name__}: {exc}); is the Redis server up?"
             ) from exc
 
-    def _await(self, storage: JobStorage, started: float) -> dict:
+    def _await(self, storage: JobStorage, record: JobRecord, started: float) -> dict:
         total = len(self.graph)
         deadline = None if self.config.job_timeout is None else started + self.config.job_timeout
+        stall_after = self.config.stall_warning
         poll = 0.2 if self.progress else 1.0
+        last_done, last_change = -1, time.perf_counter()
         while True:
             wait = poll
             if deadline is not None:  # wake at the deadline, not up to a poll later (0 would block forever)
                 wait = max(0.01, min(poll, deadline - time.perf_counter()))
             event = storage.wait_event(timeout=wait)
+            done = total if event and event["kind"] == "done" else storage.tasks_done()
             if self.progress:
-                self.progress(total if event and event["kind"] == "done" else storage.tasks_done(), total)
+                self.progress(done, total)
             if event is not None:
                 return event
-            if deadline is not None and time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if done != last_done:
+                last_done, last_change = done, now
+            elif stall_after is not None and now - last_change >= stall_after:
+                # without job_timeout a lost invocation would hang the job silently: say so, once a period
+                log.warning("job %s has finished no task for %.0f s (%d of %d tasks done); %s. It keeps "
+                            "waiting: set job_timeout to fail such a job", storage.job_id, now - last_change,
+                            done, total, self._unfinished(storage, record) or "every leaf invocation started")
+                last_change = now
+            if deadline is not None and now > deadline:
+                unfinished = self._unfinished(storage, record)
                 timeout_event = {
                     "kind": "error", "reason": "timeout",
                     "message": f"job {storage.job_id} did not finish within job_timeout="
-                               f"{self.config.job_timeout} s ({storage.tasks_done()} of {total} tasks done)",
+                               f"{self.config.job_timeout} s ({done} of {total} tasks done)"
+                               + (f"; {unfinished}" if unfinished else ""),
                 }
                 storage.end_job("timeout", timeout_event)
                 # the first ending event wins: a failure that raced us is reported instead
                 return storage.wait_event(timeout=1.0) or timeout_event
+
+    def _unfinished(self, storage: JobStorage, record: JobRecord) -> str:
+        """Which leaf invocations never started and which outputs were never stored ("" if none)."""
+        outputs = [tid for tid, _ in record.outputs]
+        started, stored = storage.progress_marks(record.leaves, outputs)
+        return find_unfinished(self.graph.keys, record.leaves, started, outputs, stored).describe()
 
 
 def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,

@@ -8,7 +8,9 @@ path's tail. Every task is owned by exactly one path, so all schedules together 
 
 Each path also carries copies of the records of its foreign *immediate* dependents (its
 frontier), so an executor crossing into another path needs no extra round trip for the first
-step. Pure: no I/O.
+step, unless such a record is big: a record's size grows with its degree, and a fan-in of n
+copied into each of its n upstream paths would make the schedules O(n^2) (only the one executor
+that completes the counter ever runs it, and it reads the owning path instead). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from dask._task_spec import GraphNode
 
 from wukong.graph import TaskGraph, gc_paused
+
+#: Frontier records with more dependencies plus dependents than this are not copied (see above).
+FRONTIER_COPY_MAX_DEGREE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +128,14 @@ def _generate(graph: TaskGraph) -> JobPlan:
             become[t], t in outputs, owner[t],
         ))
 
+    small = [len(dependencies[t]) + len(dependents[t]) <= FRONTIER_COPY_MAX_DEGREE for t in range(n)]
     paths = []
     for pid, members in enumerate(path_members):
         own: dict[int, TaskRecord] = {}
         for t in members:
             rec = own[t] = records[t]
             for ref in rec.dependents:
-                if ref.path != pid:  # a frontier copy: crossing into another path costs no read
+                if ref.path != pid and small[ref.tid]:  # a frontier copy: crossing costs no read
                     own[ref.tid] = records[ref.tid]
         paths.append(Path(pid=pid, leaf=members[0], records=own))
     return JobPlan(paths=tuple(paths), n_tasks=n, output_ids=graph.output_ids)

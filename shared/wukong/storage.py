@@ -441,6 +441,17 @@ class JobStorage:
         self._count(mds=1)
         return int(float(value)) if value else 0
 
+    @_traced
+    def progress_marks(self, starts: Sequence[int], outputs: Sequence[int]) -> tuple[list[bool], list[bool]]:
+        """Which invocations starting at ``starts`` claimed their start, and which ``outputs`` are
+        stored: one pipeline (an MGET of the small claims, EXISTS for results, which may be big)."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.mget([self.keys.started(t) for t in starts] or [self.keys.meta])
+        for tid in outputs:
+            pipe.exists(self.keys.result(tid))
+        claims, *stored = self._execute(pipe, mds=True)
+        return [c is not None for c in claims[:len(starts)]], [bool(n) for n in stored]
+
     # --- cleanup -----------------------------------------------------------------------------
     @_traced
     def cleanup(self, n_tasks: int, n_paths: int) -> None:
