@@ -1,7 +1,8 @@
 """Fault injection on the local runtime: executors killed mid-task are detected and retried, as
 Lambda retries asynchronous invokes; when retries run out (or a task passes the function timeout)
 the job fails fast naming the task; duplicated invocations run nothing twice; a lost invocation is
-named by the stall warning and the job timeout; a lost Redis server gives a clear error, not a hang.
+named by the stall warning and the job timeout; cancellation and job_timeout stop every executor of
+the job; a lost Redis server gives a clear error, not a hang.
 
 Tasks record each attempt in files under tmp_path (pid per line), so the test can find and
 SIGKILL the worker that is running a task, and count how often each task really ran.
@@ -32,6 +33,7 @@ from wukong.graph import normalize_graph
 from wukong.invocation import Invoker
 from wukong.job import JobRun
 from wukong.serialization import loads
+from wukong.service.models import JobState
 
 HANG_GUARD = 60.0
 
@@ -192,6 +194,55 @@ def test_a_lost_leaf_invocation_is_named_by_the_stall_warning_and_the_timeout(fa
     assert stalls and all("('leaf', 4)" in m for m in stalls)
     assert run.report.status == "timed out"
     assert Client(fault_cluster).get(dsk, "total") == 15  # nothing of the lost job lingers
+
+
+def chain_step(marker_dir: str, name: str, prev: int) -> int:
+    """One link of a long chain: leaves a marker file, so the test counts the links that really ran."""
+    Path(marker_dir, name).touch()
+    time.sleep(0.02)
+    return prev + 1
+
+
+def settled_count(directory: Path, quiet: float = 2.5) -> int:
+    """The number of files in ``directory`` once none has appeared for ``quiet`` seconds (more than
+    an executor's ended-check interval plus one task)."""
+    count, since = -1, time.monotonic()
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        now = len(list(directory.iterdir()))
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return count
+        time.sleep(0.1)
+    raise AssertionError(f"tasks kept running in {directory.name} for {HANG_GUARD} s")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["cancel", "job_timeout"])
+def test_cancel_and_job_timeout_stop_every_executor_of_the_job(fault_cluster, tmp_path, how):
+    length, markers = 1000, tmp_path / "ran"
+    markers.mkdir()
+    dsk: dict = {"root": 0}
+    for chain in "ab":  # two chains: two executors run the job at once, and both must stop
+        dsk[(chain, 0)] = (chain_step, str(markers), f"{chain}0", "root")
+        for i in range(1, length):
+            dsk[(chain, i)] = (chain_step, str(markers), f"{chain}{i}", (chain, i - 1))
+    dsk["join"] = (add, ("a", length - 1), ("b", length - 1))
+    client = Client(fault_cluster)
+    handle = client.submit(dsk, "join", **({"job_timeout": 1.0} if how == "job_timeout" else {}))
+    deadline = time.monotonic() + HANG_GUARD
+    while not all((markers / f"{c}5").exists() for c in "ab") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if how == "cancel":
+        handle.cancel()
+    final = handle.wait(progress=False)
+    assert final.state is (JobState.cancelled if how == "cancel" else JobState.failed)
+    assert final.error.kind == ("cancelled" if how == "cancel" else "timeout")
+    ran = settled_count(markers)
+    assert ran < length, f"{ran} of {2 * length} chain tasks ran after the job ended"
+    assert client.get({"x": 1, "y": (add, "x", 1)}, "y") == 2  # later jobs are unaffected
+    assert len(list(markers.iterdir())) == ran  # and the stopped job never resumed
 
 
 def sleep_then(seconds: float, x: int) -> int:

@@ -1,5 +1,6 @@
 """Load and hygiene on one local cluster: 20 jobs at once, a 100,000-task graph, and 100 jobs
-(succeeded, failed and timed out) that leave no job keys in Redis and no extra processes behind.
+(succeeded, failed, timed out and cancelled) that leave no job keys in Redis and no extra processes
+behind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from graph_shapes import tree_sum_graph
 from wukong import Client, JobTimeoutError, LocalCluster
+from wukong.service.models import JobState
 
 
 def inc(x: int) -> int:
@@ -91,9 +93,9 @@ def test_a_hundred_thousand_task_graph_completes(load_cluster):
 def test_a_hundred_jobs_leave_no_keys_and_no_processes(load_cluster):
     client = Client(load_cluster)
     children = child_pids()
-    outcomes = {"ok": 0, "failed": 0, "timed out": 0}
+    outcomes = {"ok": 0, "failed": 0, "timed out": 0, "cancelled": 0}
     for i in range(100):
-        kind = ("ok", "ok", "failed", "timed out")[i % 4]
+        kind = ("ok", "ok", "failed", "timed out", "cancelled")[i % 5]
         dsk, root = tree_sum_graph(16, f"leak{i}")
         if kind == "ok":
             assert client.get(dsk, root) == sum(range(16))
@@ -101,6 +103,12 @@ def test_a_hundred_jobs_leave_no_keys_and_no_processes(load_cluster):
             dsk["bad"] = (boom, root)
             with pytest.raises(ValueError, match="boom"):
                 client.get(dsk, "bad")
+        elif kind == "cancelled":
+            dsk["slow"] = (nap, 0.5)
+            dsk["joined"] = (add, root, "slow")
+            handle = client.submit(dsk, "joined")
+            handle.cancel()
+            assert handle.wait(progress=False).state is JobState.cancelled
         else:
             dsk["slow"] = (nap, 1.0)
             dsk["joined"] = (add, root, "slow")
@@ -111,7 +119,7 @@ def test_a_hundred_jobs_leave_no_keys_and_no_processes(load_cluster):
             finally:
                 load_cluster.config.job_timeout = None
         outcomes[kind] += 1
-    assert outcomes == {"ok": 50, "failed": 25, "timed out": 25}
+    assert outcomes == {"ok": 40, "failed": 20, "timed out": 20, "cancelled": 20}
     leftover = job_keys(load_cluster)
     assert leftover == [], f"{len(leftover)} job keys left in Redis, e.g. {leftover[:5]}"
     assert child_pids() == children, "worker or server processes were started or lost"
