@@ -97,9 +97,12 @@ def test_seed_keyword_arguments_use_the_given_redis(external_redis):
         started = {pid: name for pid, name in child_processes().items() if pid not in before}
         assert cluster.servers == []
         assert not any(name in SERVER_NAMES for name in started.values()), started
-        assert len(started) == 2  # just the two worker processes
+        assert len(started) == 3  # the two worker processes and the local KV proxy
         assert cluster.spec.mds == external_redis.endpoint
-        assert cluster.config.proxy_port == 8989 and cluster.config.num_lambda_invokers == 4
+        # use_local_proxy wins over the seed's EC2 proxy address (its proxy.py is not here: ours runs)
+        assert cluster.proxy is not None and cluster.proxy.running
+        assert (cluster.config.proxy_address, cluster.config.proxy_port) == cluster.proxy.address
+        assert cluster.config.num_lambda_invokers == 4
 
         seen = commands_processed(external_redis.endpoint, external_redis.password)
         client = Client(cluster)

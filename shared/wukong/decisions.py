@@ -3,7 +3,8 @@
 After a task runs, the executor asks :func:`after_task` what the output needs (storing, which
 counters to bump, which dependents are ready), then :func:`split_ready` which ready dependents
 it continues with itself and which it invokes new executors for, and :func:`inline_value`
-whether a value can ride inside an invocation payload. The I/O driver is ``executor.py``.
+whether a value can ride inside an invocation payload; delayed I/O and chunking decide with
+:func:`after_poll` and :func:`chunk_count`. The I/O driver is ``executor.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wukong.schedule import DependentRef, TaskRecord
+
+#: Largest chunk of a chunked value (a Redis string holds 512 MB at most; half leaves room).
+MAX_CHUNK = 256 * 1024 * 1024
+#: Longest pause between two polls of a delayed output's counters (the backoff's cap).
+MAX_POLL_INTERVAL = 0.25
+#: How long a waiter tolerates invocations queued for a free executor (a fixed pool) before it
+#: gives its slot back; short, but longer than an idle worker takes to pick a payload up.
+BACKLOG_GRACE = 1.0
 
 #: Room kept in a payload for everything but the inline value (settings, records, framing).
 PAYLOAD_RESERVE = 64 * 1024
@@ -73,6 +82,85 @@ def split_ready(ready: list[int], become: int | None, clustered: bool) -> tuple[
     return [first], [t for t in ready if t != first]
 
 
+def hand_off(steps: NextSteps, max_task_fanout: int) -> bool:
+    """Whether a fan-out is wide enough to hand to the KV proxy: the ready dependents plus the
+    fan-in counters to bump (each may turn into an invoke), unless the output is clustered."""
+    return not steps.clustered and len(steps.ready) + len(steps.fan_in) >= max_task_fanout
+
+
 def still_needed(queued: list[TaskRecord]) -> set[int]:
     """Task ids whose values the executor must keep in memory for its queued local tasks."""
     return {tid for record in queued for tid, _ in record.deps}
+
+
+def chunk_count(nbytes: int, threshold: int | None, configured: int | None, n_shards: int) -> int:
+    """In how many chunks a value of ``nbytes`` is stored: 1 (whole) below ``threshold`` or when
+    chunking is off (``threshold`` None); else ``configured`` (default one per shard), raised so
+    that no chunk exceeds MAX_CHUNK, and never more chunks than bytes."""
+    if threshold is None or nbytes < threshold:
+        return 1
+    n = max(configured or n_shards, -(-nbytes // MAX_CHUNK))
+    return max(1, min(n, nbytes))
+
+
+# --- delayed I/O ------------------------------------------------------------------------------
+# A big (clustered) output with fan-in dependents is held in memory instead of being written, and
+# the executor polls those counters, hoping to be the last upstream of each: then it sets its bit,
+# claims the dependent and runs it here, and the big value never touches the KV store. Otherwise,
+# at the deadline, it writes the value and then bumps the counters, exactly as without the delay.
+#
+# Why it cannot deadlock. A waiter first *holds* each counter it waits on: a Lua script registers it
+# as the counter's only waiter (all of an output's counters or none; a refused executor writes and
+# bumps at once). An executor waits only with an empty local queue, so every task it ran has set
+# its bits, except on the counters it holds. Take, among all held counters, the earliest C in the
+# graph's topological order. Every other upstream bit of C comes from a task that is not behind
+# any held counter (that counter would be earlier than C), so it is running, queued, or done; and
+# it cannot be withheld by another waiter, because C has one holder. So C completes and its holder
+# claims it: waits form no cycle, and no two executors ever wait on each other. With unbounded
+# concurrency (Lambda) every wait ends that way; a bounded pool can leave the missing upstream
+# queued behind waiters, which the deadline (below half the function timeout) still ends.
+
+
+def delays_io(steps: NextSteps, max_wait: float) -> bool:
+    """Whether to hold a finished output in memory instead of writing it for its fan-ins."""
+    return steps.clustered and bool(steps.fan_in) and max_wait > 0
+
+
+def delay_deadline(now: float, invocation_started: float, max_wait: float, function_timeout: float | None) -> float:
+    """When a delayed output must be written: ``max_wait`` from now, and always by half the
+    function timeout (measured from the invocation's start), so the write is never cut off."""
+    deadline = now + max_wait
+    if function_timeout is not None:
+        deadline = min(deadline, invocation_started + function_timeout / 2)
+    return deadline
+
+
+@dataclass(frozen=True)
+class DelayStep:
+    """What to do after one poll of a delayed output's counters."""
+
+    claim: tuple[DependentRef, ...]  # bump without the value: our bit completes these (or was set before)
+    rest: tuple[DependentRef, ...]  # counters still missing other upstreams
+    write: bool  # give up: write the value, then bump ``rest``
+
+
+def after_poll(refs: tuple[DependentRef, ...], polls: list[tuple[int, bool]] | None, now: float,
+               deadline: float, backlog: int = 0, waited: float = 0.0) -> DelayStep:
+    """Decide from one poll: ``polls`` holds (bits set, our bit set) per ref, or None when
+    another executor already waits on one of the counters (then never wait: write at once).
+    ``backlog`` invocations waiting for an executor (a fixed pool) also end a wait that has lasted
+    ``waited`` >= BACKLOG_GRACE seconds: the upstream we wait for may be among them.
+
+    Our bit already set means an earlier attempt of this invocation bumped the counter: bumping
+    again is idempotent, and the retry flag lets us re-claim what that attempt claimed.
+    """
+    if polls is None:
+        return DelayStep(claim=(), rest=refs, write=True)
+    claim = tuple(r for r, (count, mine) in zip(refs, polls) if mine or count >= r.n_deps - 1)
+    rest = tuple(r for r in refs if r not in claim)
+    return DelayStep(claim=claim, rest=rest, write=bool(rest) and (now >= deadline or (backlog > 0 and waited >= BACKLOG_GRACE)))
+
+
+def poll_interval(n_polls: int, until_deadline: float) -> float:
+    """Exponential backoff between polls, capped, and never sleeping past the deadline."""
+    return max(0.0, min(0.005 * 2 ** min(n_polls, 16), MAX_POLL_INTERVAL, until_deadline))

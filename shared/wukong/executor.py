@@ -23,6 +23,7 @@ from wukong import decisions
 from wukong.errors import OutputTooLargeError, RedisUnavailableError, SerializationError
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
+from wukong.proxy.client import ProxyClient, ProxyUnavailable
 from wukong.schedule import Path, TaskRecord
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageStats
@@ -70,6 +71,16 @@ class Executor:
     flush_interval: float = 0.0
     _pending: dict[str, tuple[JobSettings, Counter]] = field(default_factory=dict, repr=False)
     _last_flush: float = field(default=0.0, repr=False)
+    _proxy: ProxyClient | None = field(default=None, repr=False)
+
+    def proxy_for(self, job: JobSettings) -> ProxyClient | None:
+        """The job's KV proxy client (one connection kept across invocations), or None without a proxy
+        or without a Redis password to derive the proxy's key from."""
+        if job.proxy is None or not self.stores.spec.password:
+            return None
+        if self._proxy is None or self._proxy.address != tuple(job.proxy):
+            self._proxy = ProxyClient(job.proxy, self.stores.spec.password, timeout=self.stores.spec.timeout)
+        return self._proxy
 
     def handle(self, inv: Invocation) -> None:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
@@ -223,6 +234,9 @@ class _Run:
         steps = decisions.after_task(record, nbytes, self.job.payload_limit, self.job.big_task_threshold)
         if steps.publish_result and self.storage.store_result(record.tid, blob):
             self.executor.hooks.job_ended(self.storage)  # this was the job's last result
+        proxy = self.executor.proxy_for(self.job)
+        if proxy is not None and decisions.hand_off(steps, self.job.max_task_fanout):
+            return self._hand_off(proxy, record, blob, steps)
         stored = steps.store_value
         claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None,
                                              claimer=self.inv.start, retry=self.inv.attempt > 0)
@@ -253,6 +267,13 @@ class _Run:
         return blob
 
     def _invoke(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> None:
+        payloads = self._payloads(upstream, tids, blob)
+        self.counts.payload_bytes += sum(map(len, payloads))
+        self.executor.invoker.invoke(payloads)
+        self.counts.invoked += len(payloads)
+
+    def _payloads(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> list[bytes]:
+        """The serialized invocations starting ``tids``, carrying ``blob`` inline when given."""
         payloads = []
         path_of = {ref.tid: ref.path for ref in upstream.dependents}
         for tid in tids:
@@ -269,9 +290,39 @@ class _Run:
                 inv.records_blob = None  # a huge task spec: the new executor reads its path instead
                 data = dumps(inv)
             payloads.append(data)
-            self.counts.payload_bytes += len(data)
-        self.executor.invoker.invoke(payloads)
-        self.counts.invoked += len(payloads)
+        return payloads
+
+    def _hand_off(self, proxy: ProxyClient, record: TaskRecord, blob: bytes | None,
+                  steps: decisions.NextSteps) -> list[int]:
+        """Give a wide fan-out (store, bump, invoke) to the KV proxy; returns the tasks to run here.
+
+        Every fan-in dependent gets a payload up front, since any may be claimed: the proxy only moves
+        these bytes and never unpickles user code. If the proxy cannot take the work, do it here.
+        """
+        inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)
+        value = blob if steps.store_value or not inline else None
+        if value is not None and len(value) > self.job.payload_limit:
+            self.storage.put_value(record.tid, value)  # too big to ship twice: the proxy only bumps
+            value = None
+        candidates = list(steps.ready) + [ref.tid for ref in steps.fan_in]
+        payloads = dict(zip(candidates, self._payloads(record, candidates, blob if inline else None)))
+        try:
+            reply = proxy.hand_off(self.job, record.tid, value, steps.fan_in, steps.ready, record.become,
+                                   claimer=self.inv.start, retry=self.inv.attempt > 0, payloads=payloads)
+        except ProxyUnavailable as exc:
+            log.warning("task %r: %s; doing its fan-out of %d here", record.key, exc, len(candidates))
+            # retry=True: the proxy may have bumped counters before failing, and those are ours to claim
+            claimed = self.storage.bump_counters(steps.fan_in, None if value is None else (record.tid, value),
+                                                 claimer=self.inv.start, retry=True)
+            local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, False)
+            sent = [payloads[tid] for tid in remote]  # a value not inline was stored by now
+            self.executor.invoker.invoke(sent)
+            reply = {"local": local, "invoked": len(sent), "payload_bytes": sum(map(len, sent))}
+        else:  # the report says how many invokes the proxy made
+            self.storage.flush_counts({"proxy_invoked": reply["invoked"]})
+        self.counts.invoked += reply["invoked"]
+        self.counts.payload_bytes += reply["payload_bytes"]
+        return list(reply["local"])
 
     def _maybe_check_ended(self) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from wukong.storage import StorageSpec
@@ -30,6 +31,12 @@ class JobSettings:
     big_task_threshold: int
     max_output_size: int | None = None  # larger serialized outputs fail their task; None: no limit
     heartbeat_interval: int = 0  # seconds between liveness reports to the runtime (AWS heartbeats); 0: none
+    delayed_io_max_wait: float = 0.0  # seconds a big output may wait in memory for its fan-ins; 0: never
+    function_timeout: float | None = None  # the executor's time limit; delayed I/O ends well before it
+    chunk_threshold: int | None = None  # outputs this big or bigger are split over the KV shards; None: never
+    num_chunks: int | None = None  # chunks per chunked output; None: one per KV shard
+    proxy: tuple[str, int] | None = None  # the KV proxy that takes wide fan-outs; None: executors do them
+    max_task_fanout: int = 10  # fan-outs this wide go to the proxy
 
 
 @dataclass
@@ -51,3 +58,42 @@ class Invoker(abc.ABC):
     @abc.abstractmethod
     def invoke(self, payloads: Sequence[bytes]) -> None:
         """Start one executor per serialized :class:`Invocation`."""
+
+    def backlog(self) -> int:
+        """Invocations waiting for a free executor. 0 where concurrency is unbounded (Lambda); a
+        fixed pool reports its queue, so a delayed-I/O waiter never holds a slot work waits for."""
+        return 0
+
+
+class ParallelInvoker(Invoker):
+    """Splits a large invoke into batches started by ``n_invokers`` threads over ``inner``.
+
+    Thousands of leaves are started this way: each batch is one pipelined call of the inner
+    backend, and the batches overlap their round trips. ``inner`` must be thread-safe (a pooled
+    Redis client, a boto3 client). Small invokes go straight through, with no thread hand-off.
+    """
+
+    def __init__(self, inner: Invoker, n_invokers: int, min_batch: int = 500):
+        self.inner = inner
+        self.n_invokers = max(1, n_invokers)
+        self.min_batch = max(1, min_batch)
+
+    def invoke(self, payloads: Sequence[bytes]) -> None:
+        batches = split_batches(payloads, self.n_invokers, self.min_batch)
+        if len(batches) <= 1:
+            self.inner.invoke(payloads)
+            return
+        with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="wukong-invoker") as pool:
+            futures = [pool.submit(self.inner.invoke, batch) for batch in batches]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:  # every batch was tried; one failure still fails the caller's job
+            raise errors[0]
+
+
+def split_batches(items: Sequence[bytes], n: int, min_batch: int) -> list[Sequence[bytes]]:
+    """At most ``n`` contiguous, near-equal batches of at least ``min_batch`` items (the last may be smaller)."""
+    if not items:
+        return []
+    count = max(1, min(n, len(items) // min_batch))
+    size = -(-len(items) // count)
+    return [items[i : i + size] for i in range(0, len(items), size)]

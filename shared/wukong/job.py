@@ -94,6 +94,8 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         max_output_size=config.max_output_size,
         # a third of the heartbeat timeout, so one late report does not fail the job
         heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
+        proxy=(config.proxy_address, config.proxy_port) if config.proxy_address and config.proxy_port else None,
+        max_task_fanout=config.max_task_fanout,
     )
     storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
     blobs = [dumps(path) for path in plan.paths]
@@ -254,6 +256,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
         n_leaves=record.n_leaves,
         tasks_run=c.get("tasks", 0),
         executors_invoked=executors,
+        proxy_invokes=c.get("proxy_invoked", 0),
         executors_finished=c.get("executors_finished", 0),
         mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
         kv_ops=c.get("kv_ops", 0) + mine.kv_ops,

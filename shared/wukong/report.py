@@ -26,6 +26,7 @@ class JobReport:
     executor_seconds: float
     task_seconds: float
     estimated_cost_usd: float
+    proxy_invokes: int = 0  # of executors_invoked, those the KV proxy made for wide fan-outs
 
     @property
     def redis_ops(self) -> int:
@@ -38,7 +39,8 @@ class JobReport:
         rows = [
             ("job", f"{self.job_id} ({self.status})"),
             ("tasks", f"{self.tasks_run} run of {self.n_tasks} ({self.n_leaves} leaves)"),
-            ("executors", f"{self.executors_invoked} invoked, {self.executors_finished} finished"),
+            ("executors", f"{self.executors_invoked} invoked, {self.executors_finished} finished"
+                          + (f" ({self.proxy_invokes} by the KV proxy)" if self.proxy_invokes else "")),
             ("redis ops", f"{self.redis_ops} ({self.mds_ops} MDS, {self.kv_ops} KV) in {self.round_trips} round trips"),
             ("KV traffic", f"{fmt_bytes(self.kv_bytes_written)} written, {fmt_bytes(self.kv_bytes_read)} read"),
             ("payloads", f"{fmt_bytes(self.payload_bytes)} in invocations, {fmt_bytes(self.result_bytes)} of results"),

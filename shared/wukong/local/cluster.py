@@ -1,9 +1,9 @@
 """``LocalCluster``: the embedded default runtime, on one machine, with no cloud account.
 
 It finds or starts Redis (the MDS and KV shards), starts the warm worker processes that stand
-in for Lambda, and hands :class:`~wukong.client.Client` the stores and the invoker. The seed's
-keyword arguments are accepted; those with no meaning on one machine are documented in
-``WukongConfig`` and ignored here.
+in for Lambda, and hands :class:`~wukong.client.Client` the stores and the invoker; with
+``use_local_proxy`` it also runs the KV proxy. The seed's keyword arguments are accepted; those
+with no meaning on one machine are documented in ``WukongConfig`` and ignored here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import redis
 
 from wukong.config import WukongConfig, make_config
 from wukong.errors import RedisUnavailableError
+from wukong.invocation import ParallelInvoker
+from wukong.local.proxy_process import ProxyProcess
 from wukong.local.redis_server import RedisServerProcess, find_redis_binary
 from wukong.local.workers import RedisQueueInvoker, WorkerPool
 from wukong.storage import RedisStores, StorageSpec, spec_from_config
@@ -56,6 +58,7 @@ class LocalCluster:
         self.servers: list[RedisServerProcess] = []
         self.stores: RedisStores | None = None
         self.pool: WorkerPool | None = None
+        self.proxy: ProxyProcess | None = None
         self.queue_key = f"wukong:cluster:{uuid.uuid4().hex[:12]}:invocations"
         try:
             self.spec = self._storage_spec()
@@ -65,7 +68,15 @@ class LocalCluster:
                 self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads,
                 max_retries=self.config.max_retries, function_timeout=self.config.function_timeout,
             ).start()
-            self.invoker = RedisQueueInvoker(self.stores.mds, self.queue_key)
+            # leaves go out in batches from num_lambda_invokers threads (the client's MDS client is pooled)
+            self.invoker = ParallelInvoker(RedisQueueInvoker(self.stores.mds, self.queue_key),
+                                           self.config.num_lambda_invokers)
+            if self.config.use_local_proxy:
+                self.proxy = ProxyProcess(self.spec, self.queue_key, self.config.num_lambda_invokers,
+                                          script=self.config.local_proxy_path).start()
+                # jobs planned from now on carry the proxy's address to their executors
+                self.config = make_config(self.config, proxy_address=self.proxy.address[0],
+                                          proxy_port=self.proxy.address[1])
         except BaseException:
             self.close()
             raise
@@ -101,7 +112,10 @@ class LocalCluster:
         return self.config.n_workers
 
     def close(self) -> None:
-        """Stop every worker process and every Redis server this cluster started."""
+        """Stop the KV proxy, every worker process and every Redis server this cluster started."""
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.pool is not None:
             self.pool.stop(self.stores.mds if self.stores is not None else None)
             self.pool = None
