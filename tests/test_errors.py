@@ -14,7 +14,7 @@ from operator import add
 import pytest
 from graph_shapes import tree_sum_graph
 
-from wukong import Client, JobTimeoutError, LocalCluster, OutputTooLargeError, RemoteTaskError, SerializationError
+from wukong import Client, JobTimeoutError, LocalCluster, RemoteTaskError
 from wukong.config import make_config
 
 #: Generous hang guard only; tests never assert on speed.
@@ -211,37 +211,4 @@ def test_an_invocation_whose_schedule_does_not_unpickle_fails_its_job(cluster):
         stores.close()
 
 
-def make_lock():
-    import threading
-
-    return threading.Lock()
-
-
-def first_of(x):
-    return x
-
-
-def test_an_output_that_cannot_be_serialized_names_the_task(client):
-    dsk = {"lock-maker": (make_lock,), "user-1": (first_of, "lock-maker"), "user-2": (first_of, "lock-maker")}
-    with pytest.raises(SerializationError) as info:
-        client.get(dsk, ["user-1", "user-2"])
-    message = str(info.value)
-    assert "lock-maker" in message and "cannot be serialized" in message and "lock" in message
-    assert isinstance(info.value, TypeError)  # callers catching TypeError still do
-    check_cluster_usable(client)
-
-
-def test_an_output_over_max_output_size_fails_its_task(cluster):
-    import numpy as np
-
-    client = Client(cluster)
-    cluster.config.max_output_size = 100_000  # validated assignment; restored below
-    try:
-        dsk = {"small": (np.zeros, 10), "big": (np.zeros, 100_000), "sum": (np.add, "big", 1)}
-        # 'big' feeds only 'sum', which runs in the same executor, so 'big' never leaves it and is
-        # never serialized; 'sum' is a requested result, so its bytes are measured and refused
-        with pytest.raises(OutputTooLargeError, match=r"'sum' is 800,\d+ bytes serialized, over max_output_size=100,000"):
-            client.get(dsk, ["small", "sum"])
-    finally:
-        cluster.config.max_output_size = None
-    check_cluster_usable(client)
+# outputs that cannot be serialized or are over max_output_size: tests/test_bad_input.py

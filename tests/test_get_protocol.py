@@ -1,7 +1,7 @@
 """``client.get`` follows Dask's scheduler ``get`` protocol, end to end on the session cluster.
 
 Runs Dask's own ``GetFunctionTestMixin`` (including the 10,000-long chain), then every graph form
-Dask hands a scheduler (Expr, HighLevelGraph, task-spec nodes) and every intake error.
+Dask hands a scheduler (Expr, HighLevelGraph, task-spec nodes); intake errors are in test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dask._task_spec import Alias, DataNode, List, Task, TaskRef
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils_test import GetFunctionTestMixin, inc
 
-from wukong import GraphCycleError, InvalidGraphError, JobFailedError
+from wukong import JobFailedError
 
 
 class TestGetFunctionProtocol(GetFunctionTestMixin):
@@ -130,53 +130,7 @@ def test_unrequested_part_of_graph_is_culled(client):
 # --- intake errors ---------------------------------------------------------------------------------
 
 
-def test_missing_key_raises_keyerror_naming_it(client):
-    dsk = {"x": 1, "y": (inc, "x")}
-    with pytest.raises(KeyError, match="no-such-key"):
-        client.get(dsk, "no-such-key")
-    with pytest.raises(KeyError, match="missing-nested"):
-        client.get(dsk, [["y"], ["missing-nested"]])
-
-
-def test_unhashable_requested_key_raises_keyerror(client):
-    with pytest.raises(KeyError):
-        client.get({"x": 1}, [{"not": "hashable"}])
-
-
-def test_dependency_missing_from_graph(client):
-    dsk = {"y": Task("y", inc, TaskRef("ghost")), "z": (inc, "y")}
-    with pytest.raises(KeyError) as info:
-        client.get(dsk, "z")
-    message = str(info.value)
-    assert "ghost" in message and "'y'" in message
-
-
-def test_cycle_raises_graph_cycle_error(client):
-    dsk = {"a": (inc, "b"), "b": (inc, "c"), "c": (inc, "a"), "out": (inc, "a")}
-    with pytest.raises(GraphCycleError, match=r"cycle through '(a|b|c)'"):
-        client.get(dsk, "out")
-
-
-def test_self_cycle(client):
-    with pytest.raises(GraphCycleError, match="'loop'"):
-        client.get({"loop": Task("loop", inc, TaskRef("loop"))}, "loop")
-
-
-def test_cycle_error_is_a_value_error(client):
-    # callers catching the generic Dask-style error still catch ours
-    with pytest.raises(ValueError):
-        client.get({"a": (inc, "b"), "b": (inc, "a")}, "a")
-
-
-@pytest.mark.parametrize("bad", [42, "a string", [("x", 1)], object()])
-def test_non_graph_object_raises_invalid_graph_error(client, bad):
-    with pytest.raises(InvalidGraphError, match=type(bad).__name__):
-        client.get(bad, "x")
-
-
-def test_invalid_graph_error_is_a_type_error(client):
-    with pytest.raises(TypeError, match="expected a Dask graph"):
-        client.get(3.5, "x")
+# missing keys, cycles and non-graph objects: tests/test_bad_input.py
 
 
 def test_client_still_works_after_intake_errors(client):

@@ -15,6 +15,21 @@ class InvalidGraphError(WukongError, TypeError):
     """The object passed as a graph is not a Dask graph."""
 
 
+class MissingKeyError(WukongError, KeyError):
+    """A requested key, or a task's dependency, is not in the graph. ``args[0]`` is the key, as with
+    Dask's own schedulers; ``str()`` is a sentence saying what to fix."""
+
+    def __init__(self, key: object, message: str):
+        super().__init__(key)
+        self.message = message
+
+    def __str__(self) -> str:  # KeyError would print only the key's repr
+        return self.message
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.message)
+
+
 class GraphCycleError(WukongError, ValueError):
     """The graph has a cycle."""
 

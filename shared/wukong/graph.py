@@ -17,7 +17,7 @@ from typing import Any
 from dask._task_spec import DataNode, GraphNode, convert_legacy_graph
 from dask.core import flatten
 
-from wukong.errors import GraphCycleError, InvalidGraphError
+from wukong.errors import GraphCycleError, InvalidGraphError, MissingKeyError
 
 Key = Hashable
 
@@ -67,7 +67,8 @@ def flatten_keys(keys: Any) -> list[Key]:
     flat = list(flatten(keys)) if isinstance(keys, list) else [keys]
     for key in flat:
         if not _hashable(key):  # before dict.fromkeys, which would raise a bare TypeError
-            raise KeyError(key)
+            raise MissingKeyError(key, f"requested key {key!r} is not hashable, so no graph can hold it; "
+                                       "keys are strings or tuples such as ('x', 0)")
     return list(dict.fromkeys(flat))
 
 
@@ -85,8 +86,9 @@ def _normalize(dsk: Any, keys: Any) -> TaskGraph:
     tasks = to_task_mapping(dsk)
     wanted = flatten_keys(keys)
     for key in wanted:
-        if not _hashable(key) or key not in tasks:
-            raise KeyError(key)
+        if key not in tasks:
+            raise MissingKeyError(key, f"requested key {key!r} is not among the graph's {len(tasks)} "
+                                       "keys; check the key's spelling and type, e.g. ('x', 0) vs 'x'")
 
     order, deps_of = _cull(tasks, wanted)
     topo = _toposort(order, deps_of)
@@ -127,7 +129,8 @@ def _cull(tasks: Mapping[Key, GraphNode], wanted: Iterable[Key]) -> tuple[list[K
         deps = _stable_order(tasks[key].dependencies)
         for dep in deps:
             if dep not in tasks:
-                raise KeyError(f"task {key!r} depends on {dep!r}, which is not in the graph")
+                raise MissingKeyError(dep, f"task {key!r} depends on {dep!r}, which is not in the graph; "
+                                           "add a task for it or pass the value itself")
             if dep not in seen:
                 seen.add(dep)
                 stack.append(dep)

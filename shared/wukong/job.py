@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,13 @@ import redis
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
-from wukong.errors import JobFailedError, JobTimeoutError, RedisUnavailableError, RemoteTaskError
+from wukong.errors import (
+    JobFailedError,
+    JobTimeoutError,
+    RedisUnavailableError,
+    RemoteTaskError,
+    SerializationError,
+)
 from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.report import JobReport, estimate_lambda_cost
@@ -98,7 +104,7 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         max_task_fanout=config.max_task_fanout,
     )
     storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
-    blobs = [dumps(path) for path in plan.paths]
+    blobs = dump_paths(plan)
     record = JobRecord(
         settings=settings,
         leaves=tuple(p.leaf for p in plan.paths),
@@ -111,6 +117,31 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
     storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": created},
                        record=dumps(record))
     return PlannedJob(record, plan, blobs)
+
+
+def dump_paths(plan: JobPlan) -> list[bytes]:
+    """Every path serialized; a task that cannot be (a lock or a socket in the graph) is named."""
+    blobs = []
+    for path in plan.paths:
+        try:
+            blobs.append(dumps(path))
+        except Exception as exc:
+            raise unserializable_task(((r.key, r.node) for r in path.records.values()), exc) from exc
+    return blobs
+
+
+def unserializable_task(tasks: Iterable[tuple[Hashable, Any]], exc: Exception) -> SerializationError:
+    """The error for a graph that did not serialize (``exc``), naming the first of ``tasks`` (key,
+    node) that does not serialize on its own."""
+    for key, node in tasks:
+        try:
+            dumps(node)
+        except Exception as inner:
+            return SerializationError(
+                f"task {key!r} cannot be serialized to send it to an executor ({type(inner).__name__}: "
+                f"{inner}); a task's function and arguments must pickle, so create locks, open files, sockets "
+                "and clients inside the task instead of putting them in the graph")
+    return SerializationError(f"the graph cannot be serialized ({type(exc).__name__}: {exc})")
 
 
 def load_job(stores: RedisStores, job_id: str) -> tuple[JobRecord, JobStorage]:

@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from wukong.errors import WukongError
 from wukong.graph import TaskGraph
+from wukong.job import unserializable_task
 from wukong.serialization import dumps
 from wukong.service.base import (
     BadRequestError,
@@ -114,7 +115,10 @@ class HttpJobService(JobService):
 
     # --- the interface ---------------------------------------------------------------------
     def submit(self, graph: TaskGraph, config: JobConfig | None = None) -> JobStatus:
-        blob = dumps((dict(zip(graph.keys, graph.nodes)), graph.requested))
+        try:
+            blob = dumps((dict(zip(graph.keys, graph.nodes)), graph.requested))
+        except Exception as exc:
+            raise unserializable_task(zip(graph.keys, graph.nodes), exc) from exc
         body: dict[str, Any] = {"config": config.overrides()} if config and config.overrides() else {}
         if len(blob) <= self.inline_limit:
             body["graph"] = base64.b64encode(blob).decode()
