@@ -109,6 +109,8 @@ WUKONG_REDIS_ENDPOINTS=$WUKONG_REDIS_ENDPOINTS
 WUKONG_REDIS_PASSWORD_SECRET=$WUKONG_REDIS_PASSWORD_SECRET
 WUKONG_REDIS_TLS=$WUKONG_REDIS_TLS
 WUKONG_PROXY_PORT=$WUKONG_PROXY_PORT
+WUKONG_PROXY_HOST=$PRIVATE_IP
+WUKONG_EXECUTOR_FUNCTION=${WUKONG_EXECUTOR_FUNCTION:-}
 POWERTOOLS_SERVICE_NAME=wukong-proxy
 PYTHONPATH=$PROXY_ROOT/src
 EOF
@@ -145,8 +147,8 @@ ReadWritePaths=$DATA_DIR
 WantedBy=multi-user.target
 EOF
 
-# The KV proxy (`python -m wukong.proxy`) is built by a later issue. Until its code and venv are
-# under $PROXY_ROOT, the conditions below keep this unit from starting (systemd logs a skip).
+# The KV proxy (`python -m wukong.proxy`, shared/wukong/proxy/). Until its code and venv are under
+# $PROXY_ROOT, the conditions below keep this unit from starting (systemd logs a skip).
 cat > /etc/systemd/system/wukong-proxy.service <<EOF
 [Unit]
 Description=Wukong KV-store proxy (large fan-outs for executors)
@@ -173,7 +175,7 @@ EOF
 systemctl daemon-reload
 systemctl enable --now wukong-mds.service
 systemctl enable wukong-proxy.service
-systemctl start wukong-proxy.service || true   # skipped by its conditions until the proxy exists
+systemctl start wukong-proxy.service || true   # skipped by its conditions until the proxy's code is here
 
 log "waiting for the MDS to answer"
 for _ in $(seq 1 30); do
