@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -237,9 +238,26 @@ class WukongConfig(BaseSettings):
             object.__setattr__(self, "redis_url", os.environ[ENV_REDIS_URL])
         return self
 
+    def __repr_args__(self):
+        """Reprs (and str) never show a password: neither redis_password nor one inside redis_url."""
+        for name, value in super().__repr_args__():
+            if name == "redis_password" and value is not None:
+                value = SecretStr(value)
+            elif name == "redis_url" and value:
+                value = redact_url(value)
+            yield name, value
+
     @property
     def uses_external_redis(self) -> bool:
         return self.redis_endpoints is not None or self.redis_url is not None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
 
 
 def make_config(config: WukongConfig | None = None, **overrides: Any) -> WukongConfig:

@@ -15,6 +15,7 @@ _SECRET_FIELDS = {"redis_password"}
 
 def cmd_info(args: argparse.Namespace) -> int:
     from wukong import WukongConfig, __version__
+    from wukong.config import redact_url
     from wukong.errors import RedisUnavailableError
     from wukong.local.redis_server import find_redis_binary
 
@@ -25,7 +26,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if name in _SECRET_FIELDS and value is not None:
             value = "<set>"
         if name == "redis_url" and value:
-            value = _redact_url(value)
+            value = redact_url(value)
         values[name] = {"value": value, "description": info.description or ""}
     if config.uses_external_redis:
         redis_line = "none started: an existing server is configured (redis_endpoints / REDIS_URL)"
@@ -49,15 +50,6 @@ def cmd_info(args: argparse.Namespace) -> int:
             line += f"    # {entry['description']}"
         print(line)
     return EXIT_OK
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
