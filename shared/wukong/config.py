@@ -80,7 +80,19 @@ class WukongConfig(BaseSettings):
     big_task_threshold: int = Field(
         default=200 * MB,
         ge=0,
-        description="Outputs this big or bigger keep their dependents in the same executor (clustering).",
+        description="Outputs of this many serialized bytes or more keep their ready dependents in the same "
+        "executor (clustering) and may delay their KV write (delayed I/O). 200 MB: far above the 1 MB invoke "
+        "payload limit, so outputs that cost one KV round trip still fan out; above Dask's default array "
+        "chunk (128 MiB), so default-sized chunks keep their parallelism; and at ~75 MB/s between a Lambda "
+        "and Redis, moving 200 MB costs ~5 s (write + read), more than most dependents gain by running "
+        "elsewhere, while a 3008 MB Lambda still holds a few such values (docs/architecture.md).",
+    )
+    delayed_io_max_wait: float | None = Field(
+        default=None,
+        ge=0,
+        description="Delayed I/O: longest an executor holds a big output in memory waiting to complete its "
+        "fan-in dependent itself, before writing it to the KV store. None: min(60, function_timeout / 4); "
+        "the wait also always ends by half the function timeout. 0 turns delayed I/O off.",
     )
     max_output_size: int | None = Field(
         default=None,
@@ -108,8 +120,14 @@ class WukongConfig(BaseSettings):
     executors_use_task_queue: bool = Field(
         default=True, description="Accepted from the seed; executors always keep local work queues."
     )
-    chunk_large_tasks: bool = Field(default=False, description="Split very large outputs across KV shards.")
-    num_chunks_for_large_tasks: int | None = Field(default=None, ge=1)
+    chunk_large_tasks: bool = Field(
+        default=False, description="Split outputs of chunk_size bytes or more across the KV shards, read back "
+        "with one pipeline per shard.")
+    num_chunks_for_large_tasks: int | None = Field(
+        default=None, ge=1, le=1024, description="Chunks per large output. None: one per KV shard (more when "
+        "a chunk would exceed 256 MB; a Redis string holds 512 MB at most).")
+    chunk_size: int = Field(
+        default=64 * MB, ge=1, description="With chunk_large_tasks: outputs this big or bigger are chunked.")
     limit_blas_threads: bool = Field(
         default=True,
         description="Embedded mode: pin BLAS/OpenMP to one thread per worker process so workers "
@@ -237,6 +255,13 @@ class WukongConfig(BaseSettings):
             # bypass validate_assignment recursion: object.__setattr__ is what pydantic itself uses
             object.__setattr__(self, "redis_url", os.environ[ENV_REDIS_URL])
         return self
+
+    @property
+    def delayed_io_wait(self) -> float:
+        """The effective delayed-I/O bound in seconds (see delayed_io_max_wait)."""
+        if self.delayed_io_max_wait is not None:
+            return self.delayed_io_max_wait
+        return min(60.0, (self.function_timeout or 900.0) / 4)
 
     def __repr_args__(self):
         """Reprs (and str) never show a password: neither redis_password nor one inside redis_url."""

@@ -2,8 +2,8 @@
 
 This is the I/O half; every decision comes from :mod:`wukong.decisions`. Storage and the invoke
 backend are injected, so the same class runs in a local worker process and in a Lambda.
-An executor never waits for another one: at a fan-in it bumps the counter and, unless it
-completed the counter, simply stops.
+At a fan-in it bumps the counter and, unless it completed the counter, stops; only a big
+output may wait, bounded, to complete its fan-ins itself (delayed I/O, see decisions.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from wukong.errors import OutputTooLargeError, RedisUnavailableError, Serializat
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
-from wukong.schedule import Path, TaskRecord
+from wukong.schedule import DependentRef, Path, TaskRecord
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageStats
 
@@ -45,11 +45,15 @@ class _Counts:
     payload_bytes: int = 0
     task_seconds: float = 0.0
     duplicates: int = 0  # invocations dropped because they were duplicates
+    delayed_claims: int = 0  # fan-ins a held big output completed itself (its value never written)
+    delayed_writes: int = 0  # held big outputs written after all (refused a hold, or the wait ran out)
 
     def drain(self) -> dict[str, Any]:
         out = {"tasks": self.tasks, "invoked": self.invoked, "payload_bytes": self.payload_bytes,
-               "task_seconds": self.task_seconds, "duplicates_dropped": self.duplicates}
+               "task_seconds": self.task_seconds, "duplicates_dropped": self.duplicates,
+               "delayed_io_claims": self.delayed_claims, "delayed_io_writes": self.delayed_writes}
         self.tasks = self.invoked = self.payload_bytes = self.duplicates = 0
+        self.delayed_claims = self.delayed_writes = 0
         self.task_seconds = 0.0
         return out
 
@@ -86,7 +90,8 @@ class Executor:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
         started = time.perf_counter()
         job = inv.job
-        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs, span=self.hooks.span)
+        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs, span=self.hooks.span,
+                             chunk_threshold=job.chunk_threshold, num_chunks=job.num_chunks)
         try:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
@@ -151,6 +156,18 @@ class _TaskRaised(Exception):
         self.event = event
 
 
+@dataclass
+class _Held:
+    """A big output held in memory (delayed I/O) and the fan-in counters still missing our bit."""
+
+    record: TaskRecord
+    value: Any
+    blob: bytes
+    refs: tuple[DependentRef, ...]
+    deadline: float
+    since: float = field(default_factory=time.monotonic)
+
+
 class _Run:
     """The state of one invocation: known schedule records, values in memory, local work queue."""
 
@@ -165,7 +182,9 @@ class _Run:
         self.memory: dict[int, Any] = {tid: loads(blob) for tid, blob in inv.inline_values.items()}
         self.counts = _Counts()
         self.current: int | None = None
-        self.last_check = time.monotonic()
+        self.last_check = self.started = time.monotonic()
+        self.held: list[_Held] = []
+        self.n_polls = 0
 
     def key_of(self, tid: int) -> Any:
         record = self.records.get(tid)
@@ -183,7 +202,10 @@ class _Run:
 
     def execute(self) -> None:
         queue: deque[TaskRecord] = deque([self.record(self.inv.start, self.inv.start_path)])
-        while queue:
+        while queue or self.held:
+            if not queue:  # wait only with nothing else to do: the deadlock-freedom argument needs it
+                queue.extend(self._wait_held())
+                continue
             record = queue.popleft()
             self.current = record.tid
             self._maybe_check_ended()
@@ -237,9 +259,17 @@ class _Run:
         proxy = self.executor.proxy_for(self.job)
         if proxy is not None and decisions.hand_off(steps, self.job.max_task_fanout):
             return self._hand_off(proxy, record, blob, steps)
-        stored = steps.store_value
-        claimed = self.storage.bump_counters(steps.fan_in, (record.tid, blob) if stored else None,
+        delay = decisions.delays_io(steps, self.job.delayed_io_max_wait)
+        stored = steps.store_value and not delay
+        claimed = self.storage.bump_counters(() if delay else steps.fan_in, (record.tid, blob) if stored else None,
                                              claimer=self.inv.start, retry=self.inv.attempt > 0)
+        if delay:
+            deadline = decisions.delay_deadline(time.monotonic(), self.started, self.job.delayed_io_max_wait,
+                                                self.job.function_timeout)
+            held = _Held(record, value, blob, steps.fan_in, deadline)
+            claimed += self._poll_held(held)
+            if held.refs:
+                self.held.append(held)
         local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
         if remote:
             inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)
@@ -247,6 +277,43 @@ class _Run:
                 self.storage.put_value(record.tid, blob)
             self._invoke(record, remote, blob if inline else None)
         return local
+
+    def _poll_held(self, held: _Held) -> list[int]:
+        """One poll of a held output's counters; returns the fan-ins it claimed."""
+        polls = self.storage.poll_counters(held.refs, claimer=self.inv.start)
+        now = time.monotonic()
+        waited = now - held.since
+        backlog = self.executor.invoker.backlog() if polls is not None and waited >= decisions.BACKLOG_GRACE else 0
+        step = decisions.after_poll(held.refs, polls, now, held.deadline, backlog, waited)
+        bump = dict(claimer=self.inv.start, retry=self.inv.attempt > 0)
+        claimed = self.storage.bump_counters(step.claim, **bump) if step.claim else []
+        self.counts.delayed_claims += len(claimed)
+        # a counter we expected to complete but did not was completed with our bit by a concurrent
+        # attempt of this invocation, whose claimer then needs our value stored: write it now
+        lost = len(claimed) < len(step.claim)
+        if step.write or lost:
+            self.counts.delayed_writes += 1
+            claimed += self.storage.bump_counters(step.rest, (held.record.tid, held.blob), **bump)
+            held.refs = ()
+        else:
+            held.refs = step.rest
+        return claimed
+
+    def _wait_held(self) -> list[TaskRecord]:
+        """Back off, then poll every held output; returns the records of the fan-ins now ours."""
+        self._maybe_check_ended()
+        now = time.monotonic()
+        time.sleep(decisions.poll_interval(self.n_polls, min(h.deadline for h in self.held) - now))
+        self.n_polls += 1
+        ready: list[TaskRecord] = []
+        for held in self.held:
+            claimed = self._poll_held(held)
+            if claimed:
+                self.memory[held.record.tid] = held.value
+                path_of = {ref.tid: ref.path for ref in held.record.dependents}
+                ready += [self.record(tid, path_of[tid]) for tid in claimed]
+        self.held = [h for h in self.held if h.refs]
+        return ready
 
     def _serialize_output(self, record: TaskRecord, value: Any) -> bytes:
         """The task's output as bytes, or a clear error naming the task (raised as the task's)."""

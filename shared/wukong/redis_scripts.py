@@ -58,6 +58,26 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
 local k0, a0 = 1, 4
 """ + _FAN_IN_LOOP
 
+# Delayed I/O: holds every counter of KEYS (counter/waiter pairs) for invocation ``me``, or none
+# of them when another invocation already holds one (returns nil); a retry of the holder holds
+# again. Returns (BITCOUNT, our bit) per counter. At most one waiter per counter is what makes
+# delayed I/O deadlock-free (wukong.decisions). ARGV: ttl, me, then our slot per counter.
+HOLD_COUNTERS = """
+local ttl, me = ARGV[1], ARGV[2]
+local n = #KEYS / 2
+for i = 1, n do
+  local w = redis.call('GET', KEYS[2 * i])
+  if w and w ~= me then return false end
+end
+local out = {}
+for i = 1, n do
+  redis.call('SET', KEYS[2 * i], me, 'EX', ttl)
+  out[2 * i - 1] = redis.call('BITCOUNT', KEYS[2 * i - 1])
+  out[2 * i] = redis.call('GETBIT', KEYS[2 * i - 1], ARGV[2 + i])
+end
+return out
+"""
+
 # Claims an invocation's start task before it runs: 1 run it, 0 a duplicate (an invocation of
 # this task with this attempt number or a later one already started), 2 the job has ended.
 # A retry carries a higher attempt number than the invocation that died, so it may run.
@@ -123,6 +143,7 @@ return 1
 SCRIPTS: dict[str, str] = {
     "fan_in": FAN_IN,
     "set_fan_in": SET_FAN_IN,
+    "hold_counters": HOLD_COUNTERS,
     "claim_start": CLAIM_START,
     "job_ended": JOB_ENDED,
     "store_result": STORE_RESULT,

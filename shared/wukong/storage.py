@@ -3,7 +3,8 @@
 The MDS holds schedules, fan-in counters, job events and final results; intermediate values
 are spread over the KV shards by consistent hashing (uhashring). Every key is namespaced by
 job id and carries a TTL, and :meth:`JobStorage.cleanup` deletes a job's keys from the plan
-alone, without SCAN. Each method is one round trip; :class:`StorageStats` counts them.
+alone, without SCAN. Each method is one round trip (a chunked value: one pipeline per shard);
+:class:`StorageStats` counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from uhashring import HashRing
 
-from wukong import redis_scripts
+from wukong import decisions, redis_scripts
 from wukong.schedule import DependentRef
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ Endpoint = tuple[str, int]
 #: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
 SpanFactory = Callable[[str], AbstractContextManager]
 _BATCH = 1000
+#: Starts the stand-in a chunked value's own key holds: b"<magic><n chunks>:<total bytes>". Every
+#: real value is a pickle, which starts with b"\x80", so the two never collide.
+CHUNKED = b"\x00wukong-chunked:"
 
 @dataclass(frozen=True)
 class StorageSpec:
@@ -174,6 +178,18 @@ class KeySpace:
     def result(self, tid: int) -> str:
         return f"{self.prefix}r:{tid}"
 
+    def chunk(self, tid: int, i: int) -> str:
+        return f"{self.prefix}k:{tid}:{i}"
+
+    def waiter(self, tid: int) -> str:
+        """The one executor allowed to delay its I/O waiting on fan-in ``tid``'s counter."""
+        return f"{self.prefix}w:{tid}"
+
+    @property
+    def chunk_counts(self) -> str:
+        """Hash of task id -> number of chunks, so cleanup finds chunk keys without SCAN."""
+        return f"{self.prefix}chunks"
+
     @property
     def outputs_done(self) -> str:
         return f"{self.prefix}outputs-done"
@@ -237,6 +253,8 @@ class JobStorage:
     n_outputs: int
     stats: StorageStats = field(default_factory=StorageStats)
     span: SpanFactory | None = field(default=None, repr=False)
+    chunk_threshold: int | None = None  # values this big or bigger are chunked over the shards; None: never
+    num_chunks: int | None = None  # chunks per chunked value; None: one per shard
 
     def __post_init__(self) -> None:
         self.keys = KeySpace(self.job_id)
@@ -288,12 +306,65 @@ class JobStorage:
         return blob
 
     # --- intermediate values ------------------------------------------------------------------
+    def _n_chunks(self, nbytes: int) -> int:
+        return decisions.chunk_count(nbytes, self.chunk_threshold, self.num_chunks, len(self.stores.shards))
+
+    def _chunk_shards(self, tid: int, n: int) -> list[str]:
+        """The shard of each chunk: round-robin from the value key's own shard, so any n >= the
+        shard count uses every shard (consistent hashing of a few keys would not)."""
+        nodes = sorted(self.stores.shards)
+        first = nodes.index(self.stores.ring.get_node(self.keys.value(tid)))
+        return [nodes[(first + i) % len(nodes)] for i in range(n)]
+
     @_traced
     def put_value(self, tid: int, data: bytes) -> None:
         key = self.keys.value(tid)
+        n = self._n_chunks(len(data))
+        if n > 1:
+            self._put_chunks(tid, data, n)
+            data = CHUNKED + f"{n}:{len(data)}".encode()  # written last: it announces complete chunks
         self.stores.shard_for(key).set(key, data, ex=self.ttl)
         self._count(kv=1)
         self.stats.kv_bytes_written += len(data)
+
+    def _put_chunks(self, tid: int, data: bytes, n: int) -> None:
+        """The chunks, one pipeline per shard, after recording their count for cleanup."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.hset(self.keys.chunk_counts, str(tid), n)
+        pipe.expire(self.keys.chunk_counts, self.ttl)
+        self._execute(pipe, mds=True)
+        size, view = -(-len(data) // n), memoryview(data)
+        pipes: dict[str, redis.client.Pipeline] = {}
+        for i, node in enumerate(self._chunk_shards(tid, n)):
+            pipe = pipes.setdefault(node, self.stores.shards[node].pipeline(transaction=False))
+            pipe.set(self.keys.chunk(tid, i), view[i * size:(i + 1) * size], ex=self.ttl)
+        for pipe in pipes.values():
+            self._execute(pipe, mds=False)
+        self.stats.kv_bytes_written += len(data)
+
+    def _get_chunks(self, headers: dict[int, bytes]) -> dict[int, bytes]:
+        """Reassemble chunked values from their stand-ins: one pipeline per shard for all of them."""
+        pipes: dict[str, redis.client.Pipeline] = {}
+        order: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        sizes = {}
+        for tid, header in headers.items():
+            n, total = (int(x) for x in header[len(CHUNKED):].split(b":"))
+            sizes[tid] = total
+            for i, node in enumerate(self._chunk_shards(tid, n)):
+                pipes.setdefault(node, self.stores.shards[node].pipeline(transaction=False)).get(self.keys.chunk(tid, i))
+                order[node].append((tid, i))
+        parts: dict[int, dict[int, bytes]] = defaultdict(dict)
+        for node, pipe in pipes.items():
+            for (tid, i), blob in zip(order[node], self._execute(pipe, mds=False)):
+                if blob is None:
+                    raise LookupError(f"chunk {i} of the value of task id {tid} is missing from KV shard {node}")
+                parts[tid][i] = blob
+        out = {tid: b"".join(p[i] for i in range(len(p))) for tid, p in parts.items()}
+        for tid, blob in out.items():
+            if len(blob) != sizes[tid]:
+                raise LookupError(f"chunked value of task id {tid} reassembled to {len(blob)} bytes, not {sizes[tid]}")
+            self.stats.kv_bytes_read += len(blob)
+        return out
 
     @_traced
     def get_values(self, tids: Iterable[int]) -> dict[int, bytes]:
@@ -310,6 +381,9 @@ class JobStorage:
                     raise LookupError(f"intermediate value of task id {tid} is missing from KV shard {node}")
                 self.stats.kv_bytes_read += len(blob)
                 out[tid] = blob
+        chunked = {tid: blob for tid, blob in out.items() if blob.startswith(CHUNKED)}
+        if chunked:
+            out.update(self._get_chunks(chunked))
         return out
 
     # --- counters, results, events --------------------------------------------------------------
@@ -325,7 +399,7 @@ class JobStorage:
         """
         if value is not None:
             key = self.keys.value(value[0])
-            if not refs or self.stores.shard_for(key) is not self.stores.mds:
+            if not refs or self.stores.shard_for(key) is not self.stores.mds or self._n_chunks(len(value[1])) > 1:
                 self.put_value(*value)
                 value = None
         if not refs:
@@ -345,6 +419,19 @@ class JobStorage:
             self._count(mds=3 * len(refs), kv=1)
             self.stats.kv_bytes_written += len(value[1])
         return [ref.tid for ref, won in zip(refs, claimed) if won]
+
+    @_traced
+    def poll_counters(self, refs: Sequence[DependentRef], claimer: int) -> list[tuple[int, bool]] | None:
+        """Delayed I/O: hold (register as the only waiter on) every counter of ``refs`` and read
+        (bits set, our bit set) of each; None, holding nothing, if another invocation holds one."""
+        keys: list[str] = []
+        for ref in refs:
+            keys += [self.keys.counter(ref.tid), self.keys.waiter(ref.tid)]
+        out = self.stores.run_script("hold_counters", keys, [self.ttl, claimer, *(r.slot for r in refs)])
+        self._count(mds=2 * len(refs))
+        if out is None:
+            return None
+        return [(int(out[2 * i]), bool(out[2 * i + 1])) for i in range(len(refs))]
 
     @_traced
     def claim_start(self, tid: int, attempt: int) -> str:
@@ -464,16 +551,21 @@ class JobStorage:
         self.stores.run_script("tombstone", [redis_scripts.ENDED_JOBS],
                                [self.job_id, time.time(), redis_scripts.ENDED_JOBS_KEEP])
         self._count(mds=2)
+        chunk_counts = self.stores.mds.hgetall(k.chunk_counts)
+        self._count(mds=1)
         mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
-                    k.heartbeat_lease]
+                    k.heartbeat_lease, k.chunk_counts]
         mds_keys += [k.path(p) for p in range(n_paths)]
-        for make in (k.counter, k.claimer, k.started, k.result):
+        for make in (k.counter, k.claimer, k.started, k.result, k.waiter):
             mds_keys += [make(t) for t in range(n_tasks)]
         self._unlink(self.stores.mds, mds_keys, mds=True)
         by_shard: dict[str, list[str]] = defaultdict(list)
         for t in range(n_tasks):
             key = k.value(t)
             by_shard[self.stores.ring.get_node(key)].append(key)
+        for tid, n in chunk_counts.items():
+            for i, node in enumerate(self._chunk_shards(int(tid), int(n))):
+                by_shard[node].append(k.chunk(int(tid), i))
         for node, keys in by_shard.items():
             self._unlink(self.stores.shards[node], keys, mds=False)
 

@@ -63,6 +63,9 @@ class RedisQueueInvoker(Invoker):
         for i in range(0, len(payloads), 1000):
             self.client.rpush(self.queue_key, *payloads[i : i + 1000])
 
+    def backlog(self) -> int:
+        return int(self.client.llen(self.queue_key))
+
 
 def processing_key(queue_key: str, worker_id: int) -> str:
     """The list holding the payload worker ``worker_id`` is running, for recovery if it dies."""
