@@ -9,6 +9,8 @@ whether a value can ride inside an invocation payload; delayed I/O and chunking 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wukong.schedule import DependentRef, TaskRecord
@@ -116,9 +118,11 @@ def chunk_count(nbytes: int, threshold: int | None, configured: int | None, n_sh
 # graph's topological order. Every other upstream bit of C comes from a task that is not behind
 # any held counter (that counter would be earlier than C), so it is running, queued, or done; and
 # it cannot be withheld by another waiter, because C has one holder. So C completes and its holder
-# claims it: waits form no cycle, and no two executors ever wait on each other. With unbounded
+# claims it (its own held bits on C it sets together, see completable(): an executor never waits
+# on itself): waits form no cycle, and no two executors ever wait on each other. With unbounded
 # concurrency (Lambda) every wait ends that way; a bounded pool can leave the missing upstream
-# queued behind waiters, which the deadline (below half the function timeout) still ends.
+# queued behind waiters: a waiter gives its slot back once work has queued for BACKLOG_GRACE, and
+# the deadline (at most half the function timeout) ends every wait regardless.
 
 
 def delays_io(steps: NextSteps, max_wait: float) -> bool:
@@ -144,19 +148,29 @@ class DelayStep:
     write: bool  # give up: write the value, then bump ``rest``
 
 
+def completable(polled: Sequence[tuple[DependentRef, tuple[int, bool]]]) -> set[int]:
+    """Fan-ins every one of whose missing bits is held by this executor: (ref, (bits set, our bit
+    set)) for each counter of each output it holds. Two held outputs of one executor may feed the
+    same fan-in; each waiting for the other's bit would wait on itself."""
+    ours_missing = Counter(ref.tid for ref, (_, mine) in polled if not mine)
+    return {ref.tid for ref, (count, _) in polled if count + ours_missing[ref.tid] >= ref.n_deps}
+
+
 def after_poll(refs: tuple[DependentRef, ...], polls: list[tuple[int, bool]] | None, now: float,
-               deadline: float, backlog: int = 0, waited: float = 0.0) -> DelayStep:
+               deadline: float, backlog: int = 0, waited: float = 0.0,
+               ours: set[int] | frozenset[int] = frozenset()) -> DelayStep:
     """Decide from one poll: ``polls`` holds (bits set, our bit set) per ref, or None when
     another executor already waits on one of the counters (then never wait: write at once).
     ``backlog`` invocations waiting for an executor (a fixed pool) also end a wait that has lasted
     ``waited`` >= BACKLOG_GRACE seconds: the upstream we wait for may be among them.
 
+    ``ours`` (from :func:`completable`) are the fan-ins we complete by bumping every held bit.
     Our bit already set means an earlier attempt of this invocation bumped the counter: bumping
     again is idempotent, and the retry flag lets us re-claim what that attempt claimed.
     """
     if polls is None:
         return DelayStep(claim=(), rest=refs, write=True)
-    claim = tuple(r for r, (count, mine) in zip(refs, polls) if mine or count >= r.n_deps - 1)
+    claim = tuple(r for r, (count, mine) in zip(refs, polls) if mine or count >= r.n_deps - 1 or r.tid in ours)
     rest = tuple(r for r in refs if r not in claim)
     return DelayStep(claim=claim, rest=rest, write=bool(rest) and (now >= deadline or (backlog > 0 and waited >= BACKLOG_GRACE)))
 

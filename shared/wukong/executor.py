@@ -184,6 +184,7 @@ class _Run:
         self.current: int | None = None
         self.last_check = self.started = time.monotonic()
         self.held: list[_Held] = []
+        self.from_holds: list[TaskRecord] = []  # fan-ins claimed by held outputs, to run here next
         self.n_polls = 0
 
     def key_of(self, tid: int) -> Any:
@@ -215,6 +216,8 @@ class _Run:
             path_of = {ref.tid: ref.path for ref in record.dependents}
             for tid in local:
                 queue.append(self.record(tid, path_of[tid]))
+            queue.extend(self.from_holds)
+            self.from_holds = []
             if local:
                 self.memory[record.tid] = value
             keep = decisions.still_needed(list(queue))
@@ -266,10 +269,8 @@ class _Run:
         if delay:
             deadline = decisions.delay_deadline(time.monotonic(), self.started, self.job.delayed_io_max_wait,
                                                 self.job.function_timeout)
-            held = _Held(record, value, blob, steps.fan_in, deadline)
-            claimed += self._poll_held(held)
-            if held.refs:
-                self.held.append(held)
+            self.held.append(_Held(record, value, blob, steps.fan_in, deadline))
+            self.from_holds += self._poll_held()  # we may be the last upstream already
         local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, steps.clustered)
         if remote:
             inline = blob is not None and decisions.inline_value(len(blob), self.job.payload_limit)
@@ -278,26 +279,40 @@ class _Run:
             self._invoke(record, remote, blob if inline else None)
         return local
 
-    def _poll_held(self, held: _Held) -> list[int]:
-        """One poll of a held output's counters; returns the fan-ins it claimed."""
-        polls = self.storage.poll_counters(held.refs, claimer=self.inv.start)
+    def _poll_held(self) -> list[TaskRecord]:
+        """Poll the counters of every held output, claim what our bits complete, write what must
+        be written; returns the records of the fan-ins now ours, their held inputs in memory."""
         now = time.monotonic()
-        waited = now - held.since
-        backlog = self.executor.invoker.backlog() if polls is not None and waited >= decisions.BACKLOG_GRACE else 0
-        step = decisions.after_poll(held.refs, polls, now, held.deadline, backlog, waited)
+        polls = {id(h): self.storage.poll_counters(h.refs, claimer=self.inv.start) for h in self.held}
+        ours = decisions.completable([pair for h in self.held if polls[id(h)] is not None
+                                      for pair in zip(h.refs, polls[id(h)])])
         bump = dict(claimer=self.inv.start, retry=self.inv.attempt > 0)
-        claimed = self.storage.bump_counters(step.claim, **bump) if step.claim else []
-        self.counts.delayed_claims += len(claimed)
-        # a counter we expected to complete but did not was completed with our bit by a concurrent
-        # attempt of this invocation, whose claimer then needs our value stored: write it now
-        lost = len(claimed) < len(step.claim)
-        if step.write or lost:
-            self.counts.delayed_writes += 1
-            claimed += self.storage.bump_counters(step.rest, (held.record.tid, held.blob), **bump)
-            held.refs = ()
-        else:
-            held.refs = step.rest
-        return claimed
+        claimed: list[int] = []
+        claims: list[tuple[_Held, tuple[DependentRef, ...]]] = []
+        for h in self.held:
+            waited = now - h.since
+            backlog = self.executor.invoker.backlog() if waited >= decisions.BACKLOG_GRACE else 0
+            step = decisions.after_poll(h.refs, polls[id(h)], now, h.deadline, backlog, waited, ours)
+            if step.write:  # written, then its remaining bits set, as without the delay
+                self.counts.delayed_writes += 1
+                claimed += self.storage.bump_counters(step.rest, (h.record.tid, h.blob), **bump)
+                h.refs = ()
+            else:
+                h.refs = step.rest
+            if step.claim:
+                claims.append((h, step.claim))
+        expected = {ref.tid for _, refs in claims for ref in refs}
+        won = self.storage.bump_counters([r for _, refs in claims for r in refs], **bump) if claims else []
+        self.counts.delayed_claims += len(won)
+        for h, _ in claims:
+            # a fan-in we expected to complete but did not was completed with our bit by a concurrent
+            # attempt of this invocation, whose claimer then needs our value stored
+            if not expected <= set(won) | set(claimed):
+                self.storage.put_value(h.record.tid, h.blob)
+            self.memory[h.record.tid] = h.value
+        path_of = {ref.tid: ref.path for h in self.held for ref in h.record.dependents}
+        self.held = [h for h in self.held if h.refs]
+        return [self.record(tid, path_of[tid]) for tid in claimed + won]
 
     def _wait_held(self) -> list[TaskRecord]:
         """Back off, then poll every held output; returns the records of the fan-ins now ours."""
@@ -305,15 +320,7 @@ class _Run:
         now = time.monotonic()
         time.sleep(decisions.poll_interval(self.n_polls, min(h.deadline for h in self.held) - now))
         self.n_polls += 1
-        ready: list[TaskRecord] = []
-        for held in self.held:
-            claimed = self._poll_held(held)
-            if claimed:
-                self.memory[held.record.tid] = held.value
-                path_of = {ref.tid: ref.path for ref in held.record.dependents}
-                ready += [self.record(tid, path_of[tid]) for tid in claimed]
-        self.held = [h for h in self.held if h.refs]
-        return ready
+        return self._poll_held()
 
     def _serialize_output(self, record: TaskRecord, value: Any) -> bytes:
         """The task's output as bytes, or a clear error naming the task (raised as the task's)."""
