@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from uhashring import HashRing
 
-from wukong import decisions, redis_scripts
+from wukong import chunks, decisions, redis_scripts
 from wukong.schedule import DependentRef
 
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ Endpoint = tuple[str, int]
 #: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
 SpanFactory = Callable[[str], AbstractContextManager]
 _BATCH = 1000
-#: Starts the stand-in a chunked value's own key holds: b"<magic><n chunks>:<total bytes>". Every
-#: real value is a pickle, which starts with b"\x80", so the two never collide.
-CHUNKED = b"\x00wukong-chunked:"
 
 @dataclass(frozen=True)
 class StorageSpec:
@@ -309,62 +306,15 @@ class JobStorage:
     def _n_chunks(self, nbytes: int) -> int:
         return decisions.chunk_count(nbytes, self.chunk_threshold, self.num_chunks, len(self.stores.shards))
 
-    def _chunk_shards(self, tid: int, n: int) -> list[str]:
-        """The shard of each chunk: round-robin from the value key's own shard, so any n >= the
-        shard count uses every shard (consistent hashing of a few keys would not)."""
-        nodes = sorted(self.stores.shards)
-        first = nodes.index(self.stores.ring.get_node(self.keys.value(tid)))
-        return [nodes[(first + i) % len(nodes)] for i in range(n)]
-
     @_traced
     def put_value(self, tid: int, data: bytes) -> None:
         key = self.keys.value(tid)
         n = self._n_chunks(len(data))
         if n > 1:
-            self._put_chunks(tid, data, n)
-            data = CHUNKED + f"{n}:{len(data)}".encode()  # written last: it announces complete chunks
+            data = chunks.put_chunks(self, tid, data, n)  # the stand-in, written last: the chunks are complete
         self.stores.shard_for(key).set(key, data, ex=self.ttl)
         self._count(kv=1)
         self.stats.kv_bytes_written += len(data)
-
-    def _put_chunks(self, tid: int, data: bytes, n: int) -> None:
-        """The chunks, one pipeline per shard, after recording their count for cleanup."""
-        pipe = self.stores.mds.pipeline(transaction=False)
-        pipe.hset(self.keys.chunk_counts, str(tid), n)
-        pipe.expire(self.keys.chunk_counts, self.ttl)
-        self._execute(pipe, mds=True)
-        size, view = -(-len(data) // n), memoryview(data)
-        pipes: dict[str, redis.client.Pipeline] = {}
-        for i, node in enumerate(self._chunk_shards(tid, n)):
-            pipe = pipes.setdefault(node, self.stores.shards[node].pipeline(transaction=False))
-            pipe.set(self.keys.chunk(tid, i), view[i * size:(i + 1) * size], ex=self.ttl)
-        for pipe in pipes.values():
-            self._execute(pipe, mds=False)
-        self.stats.kv_bytes_written += len(data)
-
-    def _get_chunks(self, headers: dict[int, bytes]) -> dict[int, bytes]:
-        """Reassemble chunked values from their stand-ins: one pipeline per shard for all of them."""
-        pipes: dict[str, redis.client.Pipeline] = {}
-        order: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        sizes = {}
-        for tid, header in headers.items():
-            n, total = (int(x) for x in header[len(CHUNKED):].split(b":"))
-            sizes[tid] = total
-            for i, node in enumerate(self._chunk_shards(tid, n)):
-                pipes.setdefault(node, self.stores.shards[node].pipeline(transaction=False)).get(self.keys.chunk(tid, i))
-                order[node].append((tid, i))
-        parts: dict[int, dict[int, bytes]] = defaultdict(dict)
-        for node, pipe in pipes.items():
-            for (tid, i), blob in zip(order[node], self._execute(pipe, mds=False)):
-                if blob is None:
-                    raise LookupError(f"chunk {i} of the value of task id {tid} is missing from KV shard {node}")
-                parts[tid][i] = blob
-        out = {tid: b"".join(p[i] for i in range(len(p))) for tid, p in parts.items()}
-        for tid, blob in out.items():
-            if len(blob) != sizes[tid]:
-                raise LookupError(f"chunked value of task id {tid} reassembled to {len(blob)} bytes, not {sizes[tid]}")
-            self.stats.kv_bytes_read += len(blob)
-        return out
 
     @_traced
     def get_values(self, tids: Iterable[int]) -> dict[int, bytes]:
@@ -381,9 +331,9 @@ class JobStorage:
                     raise LookupError(f"intermediate value of task id {tid} is missing from KV shard {node}")
                 self.stats.kv_bytes_read += len(blob)
                 out[tid] = blob
-        chunked = {tid: blob for tid, blob in out.items() if blob.startswith(CHUNKED)}
+        chunked = {tid: blob for tid, blob in out.items() if blob.startswith(chunks.CHUNKED)}
         if chunked:
-            out.update(self._get_chunks(chunked))
+            out.update(chunks.get_chunks(self, chunked))
         return out
 
     # --- counters, results, events --------------------------------------------------------------
@@ -564,7 +514,7 @@ class JobStorage:
             key = k.value(t)
             by_shard[self.stores.ring.get_node(key)].append(key)
         for tid, n in chunk_counts.items():
-            for i, node in enumerate(self._chunk_shards(int(tid), int(n))):
+            for i, node in enumerate(chunks.chunk_shards(self, int(tid), int(n))):
                 by_shard[node].append(k.chunk(int(tid), i))
         for node, keys in by_shard.items():
             self._unlink(self.stores.shards[node], keys, mds=False)
