@@ -91,6 +91,6 @@ def test_job_finishing_before_the_token_is_stored_still_succeeds(aws, redis_stor
 def test_a_graph_the_planner_rejects_fails_with_its_error(aws):
     handle = _submit(aws, {"a": 1}, ["missing"])
     described = wait_for(handle, aws.sfn, timeout=60)
-    assert described["status"] == "FAILED" and described["error"] == "KeyError"
+    assert described["status"] == "FAILED" and described["error"] == "MissingKeyError"  # a KeyError subclass
     assert "missing" in json.loads(described["cause"])["message"]
     assert failure_event(described)["internal"]
