@@ -166,8 +166,9 @@ def test_aliases_and_extra_unrequested_tasks(client, case, data):
 @pytest.fixture(scope="module")
 def tight_client():
     """A cluster where nothing fits in a payload and 1 KB outputs count as big, so the KV store,
-    fan-in reads and clustering paths run on every graph."""
-    with LocalCluster(n_workers=2, payload_limit=4096, big_task_threshold=1024) as cluster:
+    fan-in reads and clustering paths run on every graph (delayed I/O off: it would let an executor
+    holding every input of a fan-in skip the KV store)."""
+    with LocalCluster(n_workers=2, payload_limit=4096, big_task_threshold=1024, delayed_io_max_wait=0) as cluster:
         yield Client(cluster)
 
 
