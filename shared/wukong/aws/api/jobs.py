@@ -12,6 +12,7 @@ from typing import Any
 
 from wukong.aws.api.http import ApiError, ApiRequest, dispatch, respond
 from wukong.aws.api.status import NOT_PLANNED, Progress, status_from_execution
+from wukong.service.models import JobState
 from wukong.aws.finalizer import FAILURE_SETTLE_SECONDS
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, execution_arn, job_config
@@ -75,8 +76,20 @@ class JobsApi:
                                     cause=f"job {job_id} was cancelled (DELETE /jobs/{job_id} by {request.caller})")
             self._stop_executors(job_id)
             self.obs.logger.info("cancelled", extra={"caller": request.caller})
-            execution = self.sfn.describe_execution(executionArn=execution["executionArn"])
+            execution = self._stopped(execution["executionArn"])
+            if execution["status"] == "RUNNING":  # the stop is not visible yet, but the job is over
+                status = status_from_execution(execution, Progress(planned=True))
+                return respond(200, status.model_copy(update={"state": JobState.cancelled}))
         return respond(200, status_from_execution(execution))
+
+    def _stopped(self, arn: str, patience: float = 2.0) -> dict:
+        """DescribeExecution until it shows the stop (it may lag StopExecution), for a while."""
+        deadline = time.monotonic() + patience
+        while True:
+            execution = self.sfn.describe_execution(executionArn=arn)
+            if execution["status"] != "RUNNING" or time.monotonic() > deadline:
+                return execution
+            time.sleep(0.1)
 
     # --- helpers -----------------------------------------------------------------------------
     def _execution(self, request: ApiRequest) -> tuple[str, dict]:
