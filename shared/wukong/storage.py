@@ -225,6 +225,11 @@ class KeySpace:
     def heartbeat_lease(self) -> str:
         return f"{self.prefix}heartbeat-lease"
 
+    @property
+    def lambda_deliveries(self) -> str:
+        """How often Lambda delivered each (start task, request id): its retries reuse the request id."""
+        return f"{self.prefix}lambda-deliveries"
+
 
 def _traced(method):
     """Run a storage call inside the injected span (an X-Ray subsegment on AWS); free without one."""
@@ -504,7 +509,7 @@ class JobStorage:
         chunk_counts = self.stores.mds.hgetall(k.chunk_counts)
         self._count(mds=1)
         mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
-                    k.heartbeat_lease, k.chunk_counts]
+                    k.heartbeat_lease, k.chunk_counts, k.lambda_deliveries]
         mds_keys += [k.path(p) for p in range(n_paths)]
         for make in (k.counter, k.claimer, k.started, k.result, k.waiter):
             mds_keys += [make(t) for t in range(n_tasks)]

@@ -71,6 +71,7 @@ def test_job_timeout_fails_the_execution_and_stops_the_job(aws, redis_server, re
         assert described["status"] == "FAILED" and described["error"] == "Wukong.Timeout"
         cause = json.loads(described["cause"])
         assert cause["reason"] == "timeout" and "did not finish within 2 s" in cause["message"]
+        assert "requested output never stored: 'out'" in cause["message"]  # names what never ran
         with pytest.raises(JobTimeoutError):
             fetch_result(handle, sfn_client=aws.sfn, s3_client=aws.s3)
     finally:

@@ -19,6 +19,7 @@ from wukong.aws.services import Services, job_config
 from wukong.job import JobRecord, finalize_job, load_job
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage
+from wukong.unfinished import SHOWN, find_unfinished
 
 #: A failed job's stragglers are not waited for long: the report is best effort.
 FAILURE_SETTLE_SECONDS = 0.5
@@ -104,10 +105,40 @@ def clean_up_after_failure(state: dict, obs: Observability) -> dict:
                     # the task's own failure event, in full: a SendTaskFailure cause may be cut short
                     error, text = error_name(first), failure_cause(job_id, first)
                     cause = json.loads(text)
+                elif cause.get("reason") == "timeout":  # name what never ran, as the local path does
+                    unfinished = describe_unfinished(storage, record)
+                    if unfinished:
+                        cause["message"] += f"; {unfinished}"
+                        text = json.dumps(cause)[:MAX_CAUSE]
                 report = _stop_and_report(storage, record, services, cause)
     obs.count("JobsFailed", 1)
     obs.logger.warning("job failed", extra={"error": error, "key": cause.get("key")})
     return {"job_id": job_id, "status": "failed", "error": fail_state_error(error)[:MAX_ERROR], "cause": text, "report": report}
+
+
+class _KeyOrId(dict):
+    """Task id -> Dask key for the ids read so far; any other id is shown as ``<task id N>``."""
+
+    def __missing__(self, tid: int) -> str:
+        return f"<task id {tid}>"
+
+
+def describe_unfinished(storage: JobStorage, record: JobRecord) -> str:
+    """Which leaf invocations never started and which requested outputs were never stored ("" if none).
+
+    The record has only the outputs' keys; the first few unstarted leaves' keys are read from their
+    paths (the MDS is written by our planner alone), the rest are counted.
+    """
+    outputs = [tid for tid, _ in record.outputs]
+    started, stored = storage.progress_marks(record.leaves, outputs)
+    keys = _KeyOrId(record.outputs)
+    for pid in [pid for pid, ok in enumerate(started) if not ok][:SHOWN]:
+        leaf = record.leaves[pid]
+        try:
+            keys[leaf] = loads(storage.get_path(pid)).records[leaf].key
+        except Exception:  # the id is still worth showing
+            pass
+    return find_unfinished(keys, record.leaves, started, outputs, stored).describe()
 
 
 def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services, cause: dict) -> dict:
