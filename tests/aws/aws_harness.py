@@ -29,6 +29,7 @@ FUNCTIONS = {
     "planner": ("functions/planner/handler.handler", "PlannerFunctionArn"),
     "invoker": ("functions/invoker/handler.handler", "InvokerFunctionArn"),
     "executor": ("functions/executor/handler.handler", None),
+    "executorFailed": ("functions/executor_failed/handler.handler", None),
     "waiter": ("functions/waiter/handler.handler", "WaiterFunctionArn"),
     "finalizer": ("functions/finalizer/handler.handler", "FinalizerFunctionArn"),
     "submit": ("functions/submit/handler.handler", None),

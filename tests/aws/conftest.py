@@ -1,5 +1,5 @@
 """Fixtures for the AWS runtime tests: one real Redis for the module, and per test a moto account
-with the seven functions, the bucket, the password secret and the state machine from the real ASL;
+with the eight functions, the bucket, the password secret and the state machine from the real ASL;
 ``api`` adds API Gateway in front (tests/aws/api_gateway.py) and S3 over HTTP for presigned URLs."""
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from wukong.aws.lambda_invoker import ASYNC_REQUEST_LIMIT, encode_event, raw_pay
 from wukong.aws.planner import MAP_CONCURRENCY, await_settings, leaf_batches
 from wukong.aws.services import check_job_id, execution_arn, job_config
 from wukong.config import WukongConfig
-from wukong.storage import spec_from_config
+from wukong.graph import normalize_graph
+from wukong.job import plan_job
+from wukong.storage import JobStorage, spec_from_config
 
 
 def test_ten_thousand_leaves_start_in_forty_parallel_batches():
@@ -80,3 +82,15 @@ def test_spec_from_config_honours_tls_and_a_secret_password():
     assert "from-secret" not in repr(spec)
     url = spec_from_config(WukongConfig(redis_url="rediss://:pw@cache.internal:6380"))
     assert url.tls and url.mds == ("cache.internal", 6380) and url.password == "pw"
+
+
+@pytest.mark.parametrize("address, expected", [("10.42.1.7", ("10.42.1.7", 8989)), ("", None)])
+def test_the_planner_environment_names_the_kv_proxy_in_every_job(monkeypatch, redis_stores, address, expected):
+    # serverless.yml gives the planner the MDS host's address (or "" with kvProxy=false) and port
+    monkeypatch.setenv("WUKONG_PROXY_ADDRESS", address)
+    monkeypatch.setenv("WUKONG_PROXY_PORT", "8989")
+    job = plan_job(normalize_graph({"a": 1}, ["a"]), redis_stores, job_config(), job_id=f"proxy-{len(address)}")
+    try:
+        assert job.settings.proxy == expected
+    finally:
+        JobStorage(redis_stores, job.settings.job_id, 60, 1).cleanup(job.plan.n_tasks, len(job.plan.paths))
