@@ -187,7 +187,7 @@ cat > /usr/local/sbin/wukong-proxy-update <<'UPDATE'
 #!/bin/bash
 set -euo pipefail
 umask 022
-root=/opt/wukong
+root="${WUKONG_PROXY_ROOT:-/opt/wukong}"   # the unit's PROXY_ROOT; tests point it elsewhere
 [ -n "${WUKONG_PROXY_CODE_PARAMETER:-}" ] || exit 0
 url=$(aws ssm get-parameter --region "$AWS_REGION" --name "$WUKONG_PROXY_CODE_PARAMETER" \
     --query Parameter.Value --output text)

@@ -595,3 +595,63 @@ def test_bad_parameters_fail_before_anything_is_packaged(params, message):
     proc = run_serverless("print", *(f"--param={p}" for p in params))
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+def update_script() -> str:
+    """wukong-proxy-update as the bootstrap writes it on the host (its quoted heredoc, verbatim)."""
+    text = (ROOT / "proxy_ec2/bootstrap.sh").read_text()
+    return text.split("<<'UPDATE'\n", 1)[1].split("\nUPDATE\n", 1)[0] + "\n"
+
+
+def test_the_proxy_update_installs_each_deployed_bundle_once(tmp_path):
+    """The host's updater against stand-ins for the aws CLI and systemctl: it installs the bundle the
+    parameter names, does nothing while it is unchanged, and keeps the venv while the requirements are."""
+    bin_dir, root = tmp_path / "bin", tmp_path / "opt-wukong"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    # `aws ssm get-parameter` answers the URL in $FAKE_URL; `aws s3 cp <url> <file>` copies the zip it names
+    (bin_dir / "aws").write_text(
+        '#!/bin/bash\necho "aws $*" >> "$FAKE_LOG"\n'
+        'if [ "$1" = ssm ]; then echo "$FAKE_URL"; exit 0; fi\n'
+        'src="${FAKE_URL#s3://bucket/}"; cp "$FAKE_BUNDLES/$src" "${@: -1}"\n')
+    (bin_dir / "systemctl").write_text('#!/bin/bash\necho "systemctl $*" >> "$FAKE_LOG"\n')
+    (bin_dir / "python3.12").symlink_to(getattr(sys, "_base_executable", sys.executable))
+    for tool in ("aws", "systemctl"):
+        (bin_dir / tool).chmod(0o755)
+    script = tmp_path / "wukong-proxy-update"
+    script.write_text(update_script())
+    script.chmod(0o755)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+
+    def bundle(name: str, version: str, requirements: str) -> None:
+        with zipfile.ZipFile(bundles / name, "w") as archive:
+            archive.writestr("shared/wukong/__init__.py", f"VERSION = {version!r}\n")
+            archive.writestr("shared/wukong/proxy/__main__.py", "")
+            archive.writestr("requirements.txt", requirements)
+            archive.writestr("numpy/__init__.py", "")  # the Lambda's wheels: never installed on the host
+
+    def update(name: str) -> None:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "AWS_REGION": "test-region",
+               "WUKONG_PROXY_CODE_PARAMETER": "/wukong/ci/proxy-code", "WUKONG_PROXY_ROOT": str(root),
+               "FAKE_URL": f"s3://bucket/{name}", "FAKE_BUNDLES": str(bundles), "FAKE_LOG": str(log)}
+        subprocess.run([str(script)], env=env, check=True, timeout=300, capture_output=True)
+
+    def installed_version() -> str:
+        return (root / "src" / "wukong" / "__init__.py").read_text()
+
+    bundle("one.zip", "1", "# no dependencies\n")
+    update("one.zip")
+    assert installed_version() == "VERSION = '1'\n" and (root / "venv" / "bin" / "python").exists()
+    assert (root / "installed").read_text() == "s3://bucket/one.zip\n"
+    assert not (root / "src" / "numpy").exists()
+    assert log.read_text().count("systemctl restart wukong-proxy.service") == 1
+    first_venv = (root / "venv").resolve()
+
+    update("one.zip")  # the timer fires again: same bundle, nothing to do
+    assert log.read_text().count("s3 cp") == 1 and log.read_text().count("systemctl restart") == 1
+
+    bundle("two.zip", "2", "# no dependencies\n")  # a redeploy with the same requirements
+    update("two.zip")
+    assert installed_version() == "VERSION = '2'\n" and (root / "venv").resolve() == first_venv
+    assert log.read_text().count("systemctl restart wukong-proxy.service") == 2
