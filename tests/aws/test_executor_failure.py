@@ -193,6 +193,8 @@ def test_a_lambda_retry_of_a_dead_executor_reruns_its_start_task(aws, redis_serv
         assert result["attempt"] == 1
         assert storage.first_event() == {"kind": "done"}
         assert pickle.loads(storage.results([0])[0]) == 42
+        # a late duplicate of the delivery that finished (same request id) runs nothing
+        assert executor(event_of(payload), context).get("duplicate") is True
         # a new invoke of the same start task (another request id) is still a duplicate, not a retry
         assert executor(event_of(payload), LambdaContext("wukong-executor", aws.function_arns["executor"]))[
             "attempt"] == 0

@@ -26,22 +26,41 @@ def run_executor(event: dict, obs: Observability, context: Any = None) -> dict:
         stores = services.stores(single_connection=True)
         request_id = getattr(context, "aws_request_id", None)
         if request_id:
-            invocation.attempt = delivery_attempt(stores, invocation, request_id)
+            attempt = delivery_attempt(stores, invocation, request_id)
+            if attempt is None:  # a late duplicate of a delivery that already ran to its end
+                obs.logger.info("duplicate delivery of a finished invocation: nothing to do")
+                return {"job_id": job.job_id, "start": invocation.start, "duplicate": True}
+            invocation.attempt = attempt
         function = config.executor_function or getattr(context, "invoked_function_arn", None)
         invoker = LambdaInvoker(function, lambda: services.client("lambda"), max_workers=config.num_lambda_invokers)
         hooks = StepFunctionsHooks(obs, lambda: services.client("stepfunctions"), job)
         executor = Executor(stores, invoker, hooks=hooks, worker_id=request_id or "lambda")
         executor.handle(invocation)  # task failures end the job in Redis; they are not raised here
+        if request_id:
+            mark_delivery_done(stores, invocation, request_id)
     return {"job_id": job.job_id, "start": invocation.start, "attempt": invocation.attempt}
 
 
-def delivery_attempt(stores: RedisStores, inv: Invocation, request_id: str) -> int:
-    """Which attempt this delivery is. Lambda retries a crashed or timed-out executor with the same
-    event and request id; counting deliveries per request id makes the retry a later attempt, which
-    re-runs the start task instead of finding it claimed by the dead attempt and doing nothing."""
+def delivery_attempt(stores: RedisStores, inv: Invocation, request_id: str) -> int | None:
+    """Which attempt this delivery is, or None for a duplicate of one that already finished.
+
+    Lambda retries a crashed or timed-out executor with the same event and request id; counting
+    deliveries per request id makes the retry a later attempt, which re-runs the start task instead
+    of finding it claimed by the dead attempt and doing nothing. Lambda may also deliver an event
+    twice with one request id: a copy arriving after the first delivery finished is recognized by
+    its done mark and skipped (a copy running at the same time cannot be told from a retry, and
+    re-runs; results stay correct, see docs/aws-runtime.md)."""
     key = KeySpace(inv.job.job_id).lambda_deliveries
+    field = f"{inv.start}:{request_id}"
     pipe = stores.mds.pipeline(transaction=True)
-    pipe.hincrby(key, f"{inv.start}:{request_id}", 1)
+    pipe.hincrby(key, field, 1)
+    pipe.hexists(key, f"{field}:done")
     pipe.expire(key, inv.job.ttl)
-    delivered = pipe.execute()[0]
-    return inv.attempt + int(delivered) - 1
+    delivered, done, _ = pipe.execute()
+    return None if done else inv.attempt + int(delivered) - 1
+
+
+def mark_delivery_done(stores: RedisStores, inv: Invocation, request_id: str) -> None:
+    """Record that this delivery ran to its end, so a late duplicate of it is skipped."""
+    key = KeySpace(inv.job.job_id).lambda_deliveries
+    stores.mds.hset(key, f"{inv.start}:{request_id}:done", 1)
