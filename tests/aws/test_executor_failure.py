@@ -19,6 +19,7 @@ import redis
 
 from aws_harness import LambdaContext, load_handler
 from wukong.aws.executor_failure import RecordError, decode_record, failure_error, peek_key, task_key
+from task_bodies import wait_for_key
 from wukong.aws.submit import submit_job, wait_for
 from wukong.config import make_config
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
@@ -38,15 +39,6 @@ KILLED = {"errorType": "Runtime.ExitError",
 
 class SimulatedCrash(BaseException):
     """Escapes the executor's error handling, as a killed process would: Lambda then retries."""
-
-
-def wait_for_key(host: str, port: int, password: str, key: str, seconds: float = 30.0) -> str:
-    client = redis.Redis(host=host, port=port, password=password)
-    deadline = time.monotonic() + seconds
-    while not client.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.close()
-    return "released"
 
 
 def crash_once(host: str, port: int, password: str, flag: str) -> int:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from test_step_functions_jobs import wait_for_key
+from task_bodies import wait_for_key
 from wukong import Client
 from wukong.serialization import dumps
 from wukong.service.base import UnknownJobError

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import operator
-import time
 
 import numpy as np
 import pytest
-import redis
 
+from task_bodies import wait_for_key
 from wukong.aws.submit import fetch_result, submit_job, wait_for
 from wukong.errors import JobTimeoutError
 from wukong.storage import KeySpace
@@ -26,15 +25,6 @@ def _submit(aws, dsk, keys, **kwargs):
 def _states_entered(aws, handle) -> list[str]:
     events = aws.sfn.get_execution_history(executionArn=handle.execution_arn)["events"]
     return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-
-
-def wait_for_key(host: str, port: int, password: str, key: str, seconds: float = 30.0) -> None:
-    """A task body that blocks until a Redis key exists (cloudpickled, so it takes plain values)."""
-    client = redis.Redis(host=host, port=port, password=password)
-    deadline = time.monotonic() + seconds
-    while not client.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.close()
 
 
 def times_21(y: int, _gate: None) -> int:
