@@ -192,3 +192,21 @@ def test_a_lambda_retry_of_a_dead_executor_reruns_its_start_task(aws, redis_serv
             "attempt"] == 0
     finally:
         storage.cleanup(job.plan.n_tasks, len(job.plan.paths))
+
+
+def test_a_copy_of_a_delivery_that_is_still_running_does_nothing(aws, redis_stores):
+    job, storage = planned(redis_stores, {"x": (max, 40, 42)}, ["x"])
+    try:
+        (payload,) = job.leaf_payloads()
+        executor = load_handler("functions/executor/handler.handler")
+        context = LambdaContext("wukong-executor", aws.function_arns["executor"])
+        lease = f"{KeySpace(job.settings.job_id).lambda_deliveries}:lease:{job.record.leaves[0]}:{context.aws_request_id}"
+        redis_stores.mds.set(lease, 1, ex=30)  # the first delivery of this request is running elsewhere
+        assert executor(event_of(payload), context).get("duplicate") is True
+        assert storage.first_event() is None  # the copy ran nothing
+        redis_stores.mds.delete(lease)  # that delivery died (its renewals stopped); Lambda retries it
+        assert executor(event_of(payload), context)["attempt"] == 1
+        assert storage.first_event() == {"kind": "done"}
+        assert not redis_stores.mds.exists(lease)  # released at the end
+    finally:
+        storage.cleanup(job.plan.n_tasks, len(job.plan.paths))
