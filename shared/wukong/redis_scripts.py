@@ -140,7 +140,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARG
 return 1
 """
 
+# Sets a hash field only while the hash exists (KEYS[1]; ARGV: field, value): a late mark for a job
+# already cleaned up must not recreate its key.
+HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""
+
 SCRIPTS: dict[str, str] = {
+    "hset_if_exists": HSET_IF_EXISTS,
     "fan_in": FAN_IN,
     "set_fan_in": SET_FAN_IN,
     "hold_counters": HOLD_COUNTERS,

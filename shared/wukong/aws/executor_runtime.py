@@ -73,7 +73,8 @@ def delivery_attempt(stores: RedisStores, inv: Invocation, request_id: str) -> i
 def mark_delivery_done(stores: RedisStores, inv: Invocation, request_id: str) -> None:
     """Record that this delivery ran to its end, so a late duplicate of it is skipped."""
     key = KeySpace(inv.job.job_id).lambda_deliveries
-    stores.mds.hset(key, f"{inv.start}:{request_id}:done", 1)
+    # only while the job's keys exist: a job cleaned up meanwhile refuses late copies anyway
+    stores.run_script("hset_if_exists", [key], [f"{inv.start}:{request_id}:done", 1])
 
 
 class DeliveryLease:
