@@ -111,14 +111,13 @@ class Executor:
         except _TaskRaised as raised:
             self.fail(storage, raised.event)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # a lost server: say which, plainly
-            key = run.key_of(run.current if run.current is not None else inv.start)
+            key = run.current_key()
             self.fail(storage, failure_event(key, RedisUnavailableError(
                 f"a Redis server stopped answering while task {key!r} ran ({type(exc).__name__}: {exc}); "
                 f"check that the MDS {self.stores.spec.mds} and every KV shard are up"
             )))
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
-            current = run.current if run.current is not None else inv.start
-            self.fail(storage, failure_event(run.key_of(current), exc, internal=True))
+            self.fail(storage, failure_event(run.current_key(), exc, internal=True))
         finally:
             counts = Counter(run.counts.drain())
             counts.update(storage.stats.as_dict())
@@ -187,9 +186,16 @@ class _Run:
         self.from_holds: list[TaskRecord] = []  # fan-ins claimed by held outputs, to run here next
         self.n_polls = 0
 
-    def key_of(self, tid: int) -> Any:
+    def current_key(self) -> Any:
+        """The key of the task running now (the start task before the first one runs)."""
+        tid = self.current if self.current is not None else self.inv.start
         record = self.records.get(tid)
         return record.key if record is not None else f"<task id {tid}>"
+
+    @property
+    def claim_args(self) -> dict[str, Any]:
+        """How this invocation names itself to the fan-in counters (see JobStorage.bump_counters)."""
+        return {"claimer": self.inv.start, "retry": self.inv.attempt > 0}
 
     def record(self, tid: int, path: int | None) -> TaskRecord:
         """The record of ``tid``, reading the path that owns it the first time it is needed."""
@@ -265,7 +271,7 @@ class _Run:
         delay = decisions.delays_io(steps, self.job.delayed_io_max_wait)
         stored = steps.store_value and not delay
         claimed = self.storage.bump_counters(() if delay else steps.fan_in, (record.tid, blob) if stored else None,
-                                             claimer=self.inv.start, retry=self.inv.attempt > 0)
+                                             **self.claim_args)
         if delay:
             deadline = decisions.delay_deadline(time.monotonic(), self.started, self.job.delayed_io_max_wait,
                                                 self.job.function_timeout)
@@ -286,7 +292,7 @@ class _Run:
         polls = {id(h): self.storage.poll_counters(h.refs, claimer=self.inv.start) for h in self.held}
         ours = decisions.completable([pair for h in self.held if polls[id(h)] is not None
                                       for pair in zip(h.refs, polls[id(h)])])
-        bump = dict(claimer=self.inv.start, retry=self.inv.attempt > 0)
+        bump = self.claim_args
         claimed: list[int] = []
         claims: list[tuple[_Held, tuple[DependentRef, ...]]] = []
         for h in self.held:
@@ -382,7 +388,7 @@ class _Run:
         payloads = dict(zip(candidates, self._payloads(record, candidates, blob if inline else None)))
         try:
             reply = proxy.hand_off(self.job, record.tid, value, steps.fan_in, steps.ready, record.become,
-                                   claimer=self.inv.start, retry=self.inv.attempt > 0, payloads=payloads)
+                                   payloads=payloads, **self.claim_args)
         except ProxyUnavailable as exc:
             log.warning("task %r: %s; doing its fan-out of %d here", record.key, exc, len(candidates))
             # retry=True: the proxy may have bumped counters before failing, and those are ours to claim

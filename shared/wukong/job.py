@@ -33,7 +33,7 @@ from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
-from wukong.unfinished import find_unfinished
+from wukong.unfinished import SHOWN, KeyOrId, find_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +260,21 @@ class JobRun:
                 return storage.wait_event(timeout=1.0) or timeout_event
 
     def _unfinished(self, storage: JobStorage, record: JobRecord) -> str:
-        """Which leaf invocations never started and which outputs were never stored ("" if none)."""
-        outputs = [tid for tid, _ in record.outputs]
-        started, stored = storage.progress_marks(record.leaves, outputs)
-        return find_unfinished(self.graph.keys, record.leaves, started, outputs, stored).describe()
+        return describe_unfinished(storage, record, self.graph.keys.__getitem__)
+
+
+def describe_unfinished(storage: JobStorage, record: JobRecord, key_of: Callable[[int], Hashable]) -> str:
+    """Which leaf invocations never started and which outputs were never stored ("" if none).
+
+    ``key_of`` gives a task id's Dask key; it is asked only for the few unstarted leaves a message
+    names (on AWS each costs a schedule read), the others are counted.
+    """
+    outputs = [tid for tid, _ in record.outputs]
+    started, stored = storage.progress_marks(record.leaves, outputs)
+    keys = KeyOrId(record.outputs)
+    for leaf in [t for t, ok in zip(record.leaves, started) if not ok][:SHOWN]:
+        keys[leaf] = key_of(leaf)
+    return find_unfinished(keys, record.leaves, started, outputs, stored).describe()
 
 
 def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,

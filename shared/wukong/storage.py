@@ -503,11 +503,12 @@ class JobStorage:
         Lambda retry) stops at its next check instead of writing keys nobody will delete.
         """
         k = self.keys
+        pipe = self.stores.mds.pipeline(transaction=False)  # one round trip: tombstone, chunk counts
         self.stores.run_script("tombstone", [redis_scripts.ENDED_JOBS],
-                               [self.job_id, time.time(), redis_scripts.ENDED_JOBS_KEEP])
-        self._count(mds=2)
-        chunk_counts = self.stores.mds.hgetall(k.chunk_counts)
-        self._count(mds=1)
+                               [self.job_id, time.time(), redis_scripts.ENDED_JOBS_KEEP], pipe=pipe)
+        pipe.hgetall(k.chunk_counts)
+        _, chunk_counts = self.stores.execute_pipeline(pipe)
+        self._count(mds=3)
         mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
                     k.heartbeat_lease, k.chunk_counts, k.lambda_deliveries]
         mds_keys += [k.path(p) for p in range(n_paths)]

@@ -33,6 +33,13 @@ class Unfinished:
         return "; ".join(parts)
 
 
+class KeyOrId(dict):
+    """Task id -> Dask key for the ids looked up; any other id is shown as ``<task id N>``."""
+
+    def __missing__(self, tid: int) -> str:
+        return f"<task id {tid}>"
+
+
 def find_unfinished(keys: Sequence[Hashable], leaves: Sequence[int], started: Sequence[bool],
                     outputs: Sequence[int], stored: Sequence[bool]) -> Unfinished:
     """``keys`` maps task id to Dask key; ``started``/``stored`` line up with ``leaves``/``outputs``."""

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from aws_harness import LambdaContext, load_handler
-from wukong.aws.executor_failure import RecordError, decode_record, failure_error, peek_key, task_key
+from wukong.aws.executor_failure import RecordError, decode_record, failure_error
 from task_bodies import wait_for_key
 from wukong.aws.submit import submit_job, wait_for
 from wukong.config import make_config
@@ -28,6 +28,7 @@ from wukong.job import plan_job
 from wukong.schedule import TaskRecord
 from wukong.serialization import dumps
 from wukong.storage import JobStorage, KeySpace
+from wukong.task_keys import peek_key, task_key
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,10 +16,10 @@ from dask.local import nested_get
 from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, error_name, failure_cause
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
-from wukong.job import JobRecord, finalize_job, load_job
+from wukong.job import JobRecord, describe_unfinished, finalize_job, load_job
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage
-from wukong.unfinished import SHOWN, find_unfinished
+from wukong.task_keys import peek_key
 
 #: A failed job's stragglers are not waited for long: the report is best effort.
 FAILURE_SETTLE_SECONDS = 0.5
@@ -106,7 +106,7 @@ def clean_up_after_failure(state: dict, obs: Observability) -> dict:
                     error, text = error_name(first), failure_cause(job_id, first)
                     cause = json.loads(text)
                 elif cause.get("reason") == "timeout":  # name what never ran, as the local path does
-                    unfinished = describe_unfinished(storage, record)
+                    unfinished = describe_unfinished(storage, record, lambda t: _leaf_key(storage, record, t))
                     if unfinished:
                         cause["message"] += f"; {unfinished}"
                         text = json.dumps(cause)[:MAX_CAUSE]
@@ -116,29 +116,12 @@ def clean_up_after_failure(state: dict, obs: Observability) -> dict:
     return {"job_id": job_id, "status": "failed", "error": fail_state_error(error)[:MAX_ERROR], "cause": text, "report": report}
 
 
-class _KeyOrId(dict):
-    """Task id -> Dask key for the ids read so far; any other id is shown as ``<task id N>``."""
-
-    def __missing__(self, tid: int) -> str:
-        return f"<task id {tid}>"
-
-
-def describe_unfinished(storage: JobStorage, record: JobRecord) -> str:
-    """Which leaf invocations never started and which requested outputs were never stored ("" if none).
-
-    The record has only the outputs' keys; the first few unstarted leaves' keys are read from their
-    paths (the MDS is written by our planner alone), the rest are counted.
-    """
-    outputs = [tid for tid, _ in record.outputs]
-    started, stored = storage.progress_marks(record.leaves, outputs)
-    keys = _KeyOrId(record.outputs)
-    for pid in [pid for pid, ok in enumerate(started) if not ok][:SHOWN]:
-        leaf = record.leaves[pid]
-        try:
-            keys[leaf] = loads(storage.get_path(pid)).records[leaf].key
-        except Exception:  # the id is still worth showing
-            pass
-    return find_unfinished(keys, record.leaves, started, outputs, stored).describe()
+def _leaf_key(storage: JobStorage, record: JobRecord, leaf: int) -> Any:
+    """A leaf's Dask key, peeked from its schedule path (no task code imported); its id if unreadable."""
+    try:
+        return peek_key(storage.get_path(record.leaves.index(leaf)), leaf)
+    except Exception:  # a path already gone: the id is still worth showing
+        return f"<task id {leaf}>"
 
 
 def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services, cause: dict) -> dict:

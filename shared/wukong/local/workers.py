@@ -38,6 +38,7 @@ from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec, connect
+from wukong.task_keys import task_key
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ class WorkerPool:
         stores = RedisStores(inv.job.storage)
         try:
             storage = JobStorage(stores, inv.job.job_id, inv.job.ttl, inv.job.n_outputs)
-            key = running or repr(_task_key(inv, storage))
+            key = running or task_key(inv, storage)
             attempts = f"on each of its {inv.attempt + 1} attempts; giving up after max_retries={self.max_retries}"
             if timed_out:
                 exc: ExecutorCrashedError = FunctionTimeoutError(
@@ -323,20 +324,3 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
-
-
-def _task_key(inv: Invocation, storage: JobStorage) -> Any:
-    """The key of the invocation's start task, for the error message; its id if it cannot be read."""
-    try:
-        for blob in (inv.records_blob, inv.path_blob):
-            if blob is not None:
-                records = loads(blob)
-                records = getattr(records, "records", records)
-                if inv.start in records:
-                    return records[inv.start].key
-        if inv.start_path is not None:
-            return loads(storage.get_path(inv.start_path)).records[inv.start].key
-    except Exception:
-        pass
-    return f"<task id {inv.start}>"
-
