@@ -2,7 +2,7 @@
 
 The real Executor, storage and Redis are used; only the queue is a local deque, so each
 storage call, (un)pickle and task can be counted and timed exactly, without other processes
-competing for the cores. Used by profile_tree.py --inprocess.
+competing for the cores. Used by profile_workload.py --inprocess.
 """
 
 from __future__ import annotations

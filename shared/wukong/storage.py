@@ -16,56 +16,18 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from uhashring import HashRing
 
 from wukong import chunks, decisions, redis_scripts
+# re-exported: most callers know these as storage's
+from wukong.redis_connection import Endpoint, StorageSpec, connect, spec_from_config  # noqa: F401
 from wukong.schedule import DependentRef
 
-if TYPE_CHECKING:
-    from wukong.config import WukongConfig
-
-Endpoint = tuple[str, int]
 #: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
 SpanFactory = Callable[[str], AbstractContextManager]
 _BATCH = 1000
-
-@dataclass(frozen=True)
-class StorageSpec:
-    """Where a job's Redis servers are; small and picklable, so it travels in payloads."""
-
-    mds: Endpoint
-    kv: tuple[Endpoint, ...]
-    password: str | None = None
-    timeout: float = 30.0
-    tls: bool = False
-
-    def __repr__(self) -> str:  # never print the password
-        return f"StorageSpec(mds={self.mds}, kv={self.kv}, tls={self.tls})"
-
-
-def spec_from_config(config: "WukongConfig", password: str | None = None) -> StorageSpec | None:
-    """The spec of the existing servers ``config`` names (endpoints, else REDIS_URL); None if none.
-
-    ``password`` (e.g. read from a secret store) wins over the configured one.
-    """
-    if config.redis_endpoints:
-        eps = tuple(config.redis_endpoints)
-        return StorageSpec(mds=eps[0], kv=eps, password=password or config.redis_password,
-                           timeout=config.redis_timeout, tls=config.redis_tls)
-    if config.redis_url:
-        url = urlparse(config.redis_url)
-        if url.scheme not in ("redis", "rediss", "") or not url.hostname:
-            raise ValueError(f"REDIS_URL {config.redis_url!r} must look like redis[s]://[:password@]host:port")
-        ep = (url.hostname, url.port or 6379)
-        return StorageSpec(mds=ep, kv=(ep,), password=password or url.password or config.redis_password,
-                           timeout=config.redis_timeout, tls=config.redis_tls or url.scheme == "rediss")
-    return None
 
 
 @dataclass
@@ -82,25 +44,6 @@ class StorageStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = False) -> redis.Redis:
-    """A client for one server. ``single_connection`` pins one connection instead of checking one
-    out of the pool for every command, which halves redis-py's per-command CPU (~110 -> ~50 us
-    measured); only for single-threaded processes such as executors, since a blocking call would
-    hold the pinned connection for every other thread."""
-    host, port = endpoint
-    return redis.Redis(
-        host=host,
-        port=port,
-        password=spec.password,
-        socket_timeout=spec.timeout,
-        socket_connect_timeout=min(spec.timeout, 5.0),
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        health_check_interval=30,
-        single_connection_client=single_connection,
-        ssl=spec.tls,
-    )
 
 
 class RedisStores:

@@ -31,7 +31,7 @@ from wukong.task_keys import task_key
 ENVELOPE_CLASSES = {
     ("wukong.invocation", "Invocation"),
     ("wukong.invocation", "JobSettings"),
-    ("wukong.storage", "StorageSpec"),
+    ("wukong.redis_connection", "StorageSpec"),
 }
 
 

@@ -24,7 +24,7 @@ MAX_AGE = 300.0
 #: Classes a message may carry; everything else in it is builtins (dict, list, tuple, bytes, int, str).
 ALLOWED = {
     ("wukong.invocation", "JobSettings"),
-    ("wukong.storage", "StorageSpec"),
+    ("wukong.redis_connection", "StorageSpec"),
     ("wukong.schedule", "DependentRef"),
 }
 

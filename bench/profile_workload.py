@@ -1,6 +1,6 @@
-"""Where Wukong's time goes on the tree reduction: CPU per process, client phases, worker samples.
+"""Where Wukong's time goes on one benchmark workload: CPU per process, client phases, worker samples.
 
-    .venv/bin/python bench/profile_tree.py [--leaves 8192] [--py-spy] [--runs 3]
+    .venv/bin/python bench/profile_workload.py [--workload tree|gemm|...] [--py-spy] [--runs 3]
 
 Without --py-spy nothing is sampled: it reads each process's CPU time from /proc before and
 after the job (client, each worker, the Redis server) and times the client's phases with
@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inprocess import print_inprocess, run_inprocess  # noqa: E402
-from workloads import TreeReduction  # noqa: E402
+from backends import WukongBackend  # noqa: E402
+from workloads import make_workloads  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -105,9 +106,15 @@ def bucket_samples(raw: Path) -> dict[str, collections.Counter]:
     return out
 
 
+def work_root(work) -> object:
+    """The key a dict-graph workload computes (the tree's root, the independent tasks' total)."""
+    return getattr(work, "root", "total")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--leaves", type=int, default=8192)
+    p.add_argument("--workload", default="tree", help="one of tree, independent, tsqr, gemm, svd")
+    p.add_argument("--quick", action="store_true", help="the small --quick sizes of bench/run.py")
     p.add_argument("--runs", type=int, default=3, help="jobs measured (CPU accounting is summed per run)")
     p.add_argument("--py-spy", action="store_true", help="also sample the workers with py-spy (slows them)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -116,14 +123,17 @@ def main() -> int:
     p.add_argument("--cpu-only", action="store_true", help="py-spy: sample only on-CPU time (no --idle)")
     args = p.parse_args()
 
-    from wukong import Client, LocalCluster
-
-    work = TreeReduction(n_leaves=args.leaves)
-    with LocalCluster(n_workers=2) as cluster:
-        client = Client(cluster, progress=False)
-        client.get({"a": 1, "b": (sum, ["a", "a"])}, "b")  # warm
+    by_name = {w.name: w for w in make_workloads(args.quick)}
+    if args.workload not in by_name:
+        p.error(f"--workload must be one of {', '.join(by_name)}, not {args.workload!r}")
+    work = by_name[args.workload]
+    if args.inprocess and not hasattr(work, "graph"):
+        p.error(f"--inprocess needs a dict-graph workload (tree, independent), not {args.workload}")
+    backend = WukongBackend(n_workers=2).start()  # its start() runs a warm-up job
+    with contextlib.closing(backend):
+        cluster, client = backend.cluster, backend.client
         if args.inprocess:
-            result = run_inprocess(cluster.spec, work.graph, work.root)
+            result = run_inprocess(cluster.spec, work.graph, work_root(work))
             work.check(result["value"])
             print_inprocess(result)
         workers = [proc.pid for proc in cluster.pool.processes]
@@ -148,7 +158,7 @@ def main() -> int:
             phases: collections.Counter = collections.Counter()
             t0 = time.perf_counter()
             with timed_phases(phases):
-                value = work.run(client)
+                value = work.run(backend)
             wall = time.perf_counter() - t0
             work.check(value)
             after = {name: cpu_seconds(pid) for name, pid in procs.items()}
