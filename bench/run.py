@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it (as BENCHMARKS.md cites it), else absolute."""
+    path = path.resolve()
+    return path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path
+
+
 def timed_run(workload, backend) -> tuple[float, dict | None]:
     """One run: wall time of the computation alone, then the correctness check."""
     gc.collect()
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
         result = json.loads(args.render.read_text())
-        update_benchmarks_md(HERE.parent / "BENCHMARKS.md", result, args.render.resolve().relative_to(HERE.parent))
+        update_benchmarks_md(HERE.parent / "BENCHMARKS.md", result, shown(args.render))
         print("updated BENCHMARKS.md")
         return 0
     names = [b for b in args.backends.split(",") if b]
@@ -123,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     tag = "quick" if args.quick else "full"
     out = args.results_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{tag}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"raw results: {out.relative_to(HERE.parent)}")
+    print(f"raw results: {shown(out)}")
 
     write_md = args.markdown == "yes" or (args.markdown is None and not args.quick)
     if write_md:
         md = HERE.parent / "BENCHMARKS.md"
-        update_benchmarks_md(md, result, out.relative_to(HERE.parent))
-        print(f"updated {md.relative_to(HERE.parent)}")
+        update_benchmarks_md(md, result, shown(out))
+        print(f"updated {shown(md)}")
     for row in result["summary"]:
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return 0
