@@ -14,6 +14,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from wukong.report import fmt_bytes
+
 BEGIN = "<!-- bench/run.py: generated section begins -->"
 END = "<!-- bench/run.py: generated section ends -->"
 
@@ -152,14 +154,6 @@ def target_lines(summary: list[dict]) -> list[str]:
     return lines or ["- (no Wukong rows in this run)"]
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
@@ -190,7 +184,7 @@ def render_section(result: dict, raw_path: Path) -> str:
             share = row.get("kv_share_of_outputs")
             extra = [
                 f"{row['redis_ops']:,} ({row['round_trips']:,})",
-                f"{_bytes(row['kv_bytes_written'])} / {_bytes(row['kv_bytes_read'])}",
+                f"{fmt_bytes(row['kv_bytes_written'])} / {fmt_bytes(row['kv_bytes_read'])}",
                 "" if share is None else f"{100 * share:.1f}%",
                 f"{row['executors']:,}",
             ]
@@ -201,7 +195,7 @@ def render_section(result: dict, raw_path: Path) -> str:
         )
     lines += ["", "Workloads:", ""]
     for name, w in result["workloads"].items():
-        out = f", {_bytes(w['output_bytes'])} of task outputs (pickled)" if w.get("output_bytes") else ""
+        out = f", {fmt_bytes(w['output_bytes'])} of task outputs (pickled)" if w.get("output_bytes") else ""
         lines.append(f"- **{name}**: {w['description']}; {w['n_tasks']:,} tasks in the graph handed over{out}.")
     lines += ["", "Targets (issue 5):", "", *target_lines(result["summary"])]
     wk = [r for r in result["summary"] if "plan_s" in r]

@@ -52,10 +52,14 @@ def test_delayed_io_completes_a_fan_in_without_writing_the_big_input(cluster):
     value, report = run(cluster, dsk, out, big_task_threshold=BIG, delayed_io_max_wait=30, job_timeout=60)
     np.testing.assert_array_equal(value, np.full(N, 7.0))
     assert report.kv_bytes_written < 2_000
+    # the report says what delayed I/O did: either x waited and completed z itself, or b came
+    # second and found x's hold, so neither wrote x
+    assert (report.delayed_io_claims, report.delayed_io_writes) in ((1, 0), (0, 0))
     # with the wait off, the big input is written before its counter moves
     value, report = run(cluster, dsk, out, big_task_threshold=BIG, delayed_io_max_wait=0, job_timeout=60)
     np.testing.assert_array_equal(value, np.full(N, 7.0))
     assert report.kv_bytes_written > N * 8
+    assert report.delayed_io_claims == 0
 
 
 def gemm_grid(n: int, block: int):

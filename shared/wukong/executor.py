@@ -41,7 +41,6 @@ class JobEnded(Exception):
 @dataclass
 class _Counts:
     tasks: int = 0
-    invoked: int = 0
     payload_bytes: int = 0
     task_seconds: float = 0.0
     duplicates: int = 0  # invocations dropped because they were duplicates
@@ -49,10 +48,10 @@ class _Counts:
     delayed_writes: int = 0  # held big outputs written after all (refused a hold, or the wait ran out)
 
     def drain(self) -> dict[str, Any]:
-        out = {"tasks": self.tasks, "invoked": self.invoked, "payload_bytes": self.payload_bytes,
+        out = {"tasks": self.tasks, "payload_bytes": self.payload_bytes,
                "task_seconds": self.task_seconds, "duplicates_dropped": self.duplicates,
                "delayed_io_claims": self.delayed_claims, "delayed_io_writes": self.delayed_writes}
-        self.tasks = self.invoked = self.payload_bytes = self.duplicates = 0
+        self.tasks = self.payload_bytes = self.duplicates = 0
         self.delayed_claims = self.delayed_writes = 0
         self.task_seconds = 0.0
         return out
@@ -347,10 +346,16 @@ class _Run:
         return blob
 
     def _invoke(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> None:
-        payloads = self._payloads(upstream, tids, blob)
+        self._send(self._payloads(upstream, tids, blob))
+
+    def _send(self, payloads: list[bytes]) -> None:
+        # Counted before they are sent: the job's finish test (executors finished = leaves + invoked)
+        # must never see an invoked executor's finish before its invocation, which batched counts allowed.
+        if not payloads:
+            return
+        self.storage.flush_counts({"invoked": len(payloads)})
         self.counts.payload_bytes += sum(map(len, payloads))
         self.executor.invoker.invoke(payloads)
-        self.counts.invoked += len(payloads)
 
     def _payloads(self, upstream: TaskRecord, tids: list[int], blob: bytes | None) -> list[bytes]:
         """The serialized invocations starting ``tids``, carrying ``blob`` inline when given."""
@@ -395,13 +400,9 @@ class _Run:
             claimed = self.storage.bump_counters(steps.fan_in, None if value is None else (record.tid, value),
                                                  claimer=self.inv.start, retry=True)
             local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, False)
-            sent = [payloads[tid] for tid in remote]  # a value not inline was stored by now
-            self.executor.invoker.invoke(sent)
-            reply = {"local": local, "invoked": len(sent), "payload_bytes": sum(map(len, sent))}
-        else:  # the report says how many invokes the proxy made
-            self.storage.flush_counts({"proxy_invoked": reply["invoked"]})
-        self.counts.invoked += reply["invoked"]
-        self.counts.payload_bytes += reply["payload_bytes"]
+            self._send([payloads[tid] for tid in remote])  # a value not inline was stored by now
+            return local
+        self.counts.payload_bytes += reply["payload_bytes"]  # the proxy counted its invokes itself
         return list(reply["local"])
 
     def _maybe_check_ended(self) -> None:

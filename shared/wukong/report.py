@@ -27,6 +27,9 @@ class JobReport:
     task_seconds: float
     estimated_cost_usd: float
     proxy_invokes: int = 0  # of executors_invoked, those the KV proxy made for wide fan-outs
+    delayed_io_claims: int = 0  # fan-ins a big output held in memory completed itself (value never written)
+    delayed_io_writes: int = 0  # big outputs held in memory that were written after all
+    duplicates_dropped: int = 0  # repeated deliveries of an invocation that ran nothing
 
     @property
     def redis_ops(self) -> int:
@@ -44,6 +47,11 @@ class JobReport:
             ("redis ops", f"{self.redis_ops} ({self.mds_ops} MDS, {self.kv_ops} KV) in {self.round_trips} round trips"),
             ("KV traffic", f"{fmt_bytes(self.kv_bytes_written)} written, {fmt_bytes(self.kv_bytes_read)} read"),
             ("payloads", f"{fmt_bytes(self.payload_bytes)} in invocations, {fmt_bytes(self.result_bytes)} of results"),
+            *([("delayed I/O", f"{self.delayed_io_claims} fan-ins completed by a held output, "
+                               f"{self.delayed_io_writes} held outputs written after all")]
+              if self.delayed_io_claims or self.delayed_io_writes else []),
+            *([("duplicates", f"{self.duplicates_dropped} repeated invocations ran nothing")]
+              if self.duplicates_dropped else []),
             ("time", f"{self.wall_seconds:.3f} s wall ({self.plan_seconds:.3f} s planning), "
                      f"{self.executor_seconds:.2f} s in executors, {self.task_seconds:.2f} s in tasks"),
             ("est. Lambda cost", f"${self.estimated_cost_usd:.6f}"),

@@ -108,6 +108,9 @@ class ProxyServer:
             self._pool, lambda: storage.bump_counters(m["fan_in"], value, claimer=m["claimer"], retry=m["retry"]))
         local, remote = decisions.split_ready(list(m["ready"]) + claimed, m["become"], clustered=False)
         payloads = [m["payloads"][tid] for tid in remote]
+        if payloads:  # counted before they go out, as executors do (see Executor._send)
+            await loop.run_in_executor(self._pool, lambda: storage.flush_counts(
+                {"invoked": len(payloads), "proxy_invoked": len(payloads)}))
         # reply once the state is durable; invoking is the slow part and the executor need not wait
         task = asyncio.create_task(self._invoke(storage, payloads))
         self._background.add(task)
