@@ -5,11 +5,13 @@ function timeout, and how many chunks a value gets. No Redis.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wukong import decisions
-from wukong.decisions import BACKLOG_GRACE, MAX_CHUNK, after_poll, chunk_count, completable, delay_deadline
+from wukong.decisions import (BACKLOG_GRACE, MAX_BACKLOG_GRACE, MAX_CHUNK, after_poll, backlog_grace, chunk_count,
+                              completable, delay_deadline)
 from wukong.schedule import DependentRef
 
 
@@ -37,9 +39,16 @@ def test_a_bit_set_by_an_earlier_attempt_is_bumped_again():
 
 def test_queued_work_ends_a_wait_only_after_the_grace():
     a = ref(5, 0, 3)
-    assert not after_poll((a,), [(0, False)], 0.0, 10.0, backlog=3, waited=BACKLOG_GRACE / 2).write
-    assert after_poll((a,), [(0, False)], 0.0, 10.0, backlog=3, waited=BACKLOG_GRACE).write
-    assert not after_poll((a,), [(0, False)], 0.0, 10.0, backlog=0, waited=100.0).write
+    grace = backlog_grace(300_000_000)
+    assert not after_poll((a,), [(0, False)], 0.0, 10.0, backlog=3, waited=grace / 2, grace=grace).write
+    assert after_poll((a,), [(0, False)], 0.0, 10.0, backlog=3, waited=grace, grace=grace).write
+    assert not after_poll((a,), [(0, False)], 0.0, 10.0, backlog=0, waited=100.0, grace=grace).write
+
+
+def test_the_grace_is_what_writing_the_output_would_cost_within_bounds():
+    assert backlog_grace(8_000_000) == BACKLOG_GRACE  # a few ms of writing: the floor
+    assert backlog_grace(300_000_000) == pytest.approx(0.3)
+    assert backlog_grace(10**12) == MAX_BACKLOG_GRACE
 
 
 def test_two_held_outputs_of_one_executor_complete_their_shared_fan_in():

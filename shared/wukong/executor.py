@@ -296,8 +296,9 @@ class _Run:
         claims: list[tuple[_Held, tuple[DependentRef, ...]]] = []
         for h in self.held:
             waited = now - h.since
-            backlog = self.executor.invoker.backlog() if waited >= decisions.BACKLOG_GRACE else 0
-            step = decisions.after_poll(h.refs, polls[id(h)], now, h.deadline, backlog, waited, ours)
+            grace = decisions.backlog_grace(len(h.blob))
+            backlog = self.executor.invoker.backlog() if waited >= grace else 0
+            step = decisions.after_poll(h.refs, polls[id(h)], now, h.deadline, backlog, waited, ours, grace)
             if step.write:  # written, then its remaining bits set, as without the delay
                 self.counts.delayed_writes += 1
                 claimed += self.storage.bump_counters(step.rest, (h.record.tid, h.blob), **bump)
