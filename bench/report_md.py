@@ -14,8 +14,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from plots import plot_path
+
 from wukong.report import fmt_bytes
 
+REPO = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- bench/run.py: generated section begins -->"
 END = "<!-- bench/run.py: generated section ends -->"
 
@@ -193,6 +196,9 @@ def render_section(result: dict, raw_path: Path) -> str:
             f"| {row['min_s']:.3f}–{row['max_s']:.3f} | {_ratio(row['vs_threaded'])} "
             f"| {_ratio(row['vs_distributed'])} | " + " | ".join(extra) + " |"
         )
+    figure = plot_path(raw_path)
+    if (REPO / figure).exists():
+        lines += ["", f"![Median wall times and Wukong's KV traffic in this run]({figure})"]
     lines += ["", "Workloads:", ""]
     for name, w in result["workloads"].items():
         out = f", {fmt_bytes(w['output_bytes'])} of task outputs (pickled)" if w.get("output_bytes") else ""

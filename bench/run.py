@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from backends import make_backends  # noqa: E402
+from plots import draw, plot_path  # noqa: E402
 from report_md import machine_facts, summarize, update_benchmarks_md  # noqa: E402
 from workloads import make_workloads  # noqa: E402
 
@@ -47,6 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def draw_figure(result: dict, raw: Path) -> None:
+    """The run's figure beside its raw results (BENCHMARKS.md shows it); needs matplotlib."""
+    try:
+        print(f"figure: {shown(draw(result, plot_path(raw)))}")
+    except ImportError:
+        print("no figure: matplotlib is missing (pip install -e '.[bench]')", file=sys.stderr)
+
+
 def shown(path: Path) -> Path:
     """``path`` relative to the repository when it is inside it (as BENCHMARKS.md cites it), else absolute."""
     path = path.resolve()
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
         result = json.loads(args.render.read_text())
+        draw_figure(result, args.render)
         update_benchmarks_md(HERE.parent / "BENCHMARKS.md", result, shown(args.render))
         print("updated BENCHMARKS.md")
         return 0
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{tag}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"raw results: {shown(out)}")
+    draw_figure(result, out)
 
     write_md = args.markdown == "yes" or (args.markdown is None and not args.quick)
     if write_md:
