@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from wukong.errors import GraphCycleError, InvalidGraphError
 from wukong.graph import TaskGraph, normalize_graph
-from wukong.schedule import FRONTIER_COPY_MAX_DEGREE, JobPlan, generate_schedules
+from wukong.schedule import FRONTIER_COPY_MAX_DEGREE, SEGMENT_RECORDS, JobPlan, generate_schedules
 
 
 def total(*xs):
@@ -41,8 +41,11 @@ def check_plan(graph: TaskGraph, plan: JobPlan) -> None:
     assert plan.n_tasks == n
     assert plan.output_ids == graph.output_ids
 
-    # one path per leaf, each starting at its leaf
-    assert sorted(p.leaf for p in plan.paths) == sorted(graph.leaves)
+    # one path per leaf, each starting at its leaf in segment pid = leaf index; later segments
+    # of long paths follow and start at no leaf
+    assert sorted(p.leaf for p in plan.leaf_paths) == sorted(graph.leaves)
+    assert plan.n_leaves == len(graph.leaves)
+    assert all(p.leaf is None for p in plan.paths[plan.n_leaves:])
     assert [p.pid for p in plan.paths] == list(range(len(plan.paths)))
 
     # every task owned by exactly one path
@@ -53,7 +56,9 @@ def check_plan(graph: TaskGraph, plan: JobPlan) -> None:
             if rec.path == path.pid:
                 assert tid not in owners, f"task {tid} owned by paths {owners[tid]} and {path.pid}"
                 owners[tid] = path.pid
-        assert path.records[path.leaf].path == path.pid, "a path must own its leaf"
+        if path.leaf is not None:
+            assert path.records[path.leaf].path == path.pid, "a path must own its leaf"
+        assert sum(r.path == path.pid for r in path.records.values()) <= SEGMENT_RECORDS, "segment too long"
     assert sorted(owners) == list(range(n)), "some task is owned by no path"
 
     n_edges = sum(len(d) for d in graph.dependencies)
@@ -68,8 +73,9 @@ def check_plan(graph: TaskGraph, plan: JobPlan) -> None:
         # small frontier records are present, and a path carries no other foreign record
         assert foreign == small
         for tid in own:
-            if tid != path.leaf:
-                # the DFS only reaches a task through one of its dependencies on the same path
+            if path.leaf is not None and tid != path.leaf:
+                # the DFS only reaches a task through one of its dependencies on the same path, which
+                # placed it earlier: in a path's first segment (a prefix), that is the same segment
                 assert any(owners[d] == path.pid for d in graph.dependencies[tid]), tid
 
         for tid, rec in path.records.items():
@@ -313,9 +319,14 @@ def test_100k_chain_generates_without_recursion():
     dsk["x0"] = 0
     graph = normalize_graph(dsk, f"x{n}")
     plan = generate_schedules(graph)
-    assert len(plan.paths) == 1
-    assert len(plan.paths[0].records) == n + 1
-    assert plan.paths[0].records[n - 1].become == n
+    check_plan(graph, plan)
+    # one leaf, so one path, stored in segments of SEGMENT_RECORDS tasks in chain order
+    assert plan.n_leaves == 1 and len(plan.paths) == -(-(n + 1) // SEGMENT_RECORDS)
+    first, second = plan.paths[0], plan.paths[1]
+    assert sorted(t for t, r in first.records.items() if r.path == 0) == list(range(SEGMENT_RECORDS))
+    # the chain's step into the next segment is a frontier copy: crossing costs no read
+    last = first.records[SEGMENT_RECORDS - 1]
+    assert last.become == SEGMENT_RECORDS and first.records[SEGMENT_RECORDS].path == second.pid
 
 
 def test_wide_fan_out_tree_and_reduction_tree():
@@ -333,7 +344,8 @@ def test_wide_fan_out_tree_and_reduction_tree():
     graph = normalize_graph(dsk, level)
     plan = generate_schedules(graph)
     check_plan(graph, plan)
-    assert len(plan.paths) == 1 and len(graph) == 11_111
+    assert plan.n_leaves == 1 and len(graph) == 11_111
+    assert len(plan.paths) == -(-11_111 // SEGMENT_RECORDS)  # the one path, in segments
 
     # ... and a binary reduction tree over 2**13 leaves (one path per leaf)
     width = 2**13

@@ -83,7 +83,7 @@ def test_reduction_tree_needs_only_the_leaf_executors():
     plan = generate_schedules(to_task_graph(sim))
     result = simulate_wukong(sim, SimModel(), plan)
     n_leaves = sum(1 for deps in sim.dependencies if not deps)
-    assert result.executors == len(plan.paths) == n_leaves
+    assert result.executors == len(plan.leaf_paths) == plan.n_leaves == n_leaves
 
 
 def test_fan_out_executors_are_the_leaves_plus_the_schedules_invoke_lists():
@@ -92,7 +92,7 @@ def test_fan_out_executors_are_the_leaves_plus_the_schedules_invoke_lists():
     records = {t: rec for path in plan.paths for t, rec in path.records.items() if rec.path == path.pid}
     invoke_lists = sum(len([d for d in rec.dependents if d.tid != rec.become]) for rec in records.values())
     result = simulate_wukong(sim, SimModel(), plan)
-    assert result.executors == len(plan.paths) + invoke_lists == 1 + (3 + 9 + 27 + 81) - (1 + 3 + 9 + 27)
+    assert result.executors == plan.n_leaves + invoke_lists == 1 + (3 + 9 + 27 + 81) - (1 + 3 + 9 + 27)
 
 
 def test_every_fan_in_task_is_claimed_once_and_invocations_add_up():

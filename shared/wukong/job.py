@@ -53,12 +53,13 @@ class JobRecord:
     (plain data only), so the AWS invoker and finalizer Lambdas need neither the graph nor the plan."""
 
     settings: JobSettings
-    leaves: tuple[int, ...]  # the leaf task id of each path, by path id
+    leaves: tuple[int, ...]  # the leaf task id of each path, by path id (= the path's first segment)
     outputs: tuple[tuple[int, Hashable], ...]  # (task id, Dask key) of each requested output
     requested: Any  # the keys as the caller asked for them (possibly nested lists)
     n_tasks: int
     plan_seconds: float
     created: float  # wall clock (time.time()) when planning started
+    n_paths: int  # stored path segments (keys to delete): leaves plus later segments of long paths
 
     @property
     def n_leaves(self) -> int:
@@ -78,7 +79,8 @@ class PlannedJob:
         return self.record.settings
 
     def leaf_payloads(self) -> list[bytes]:
-        return [leaf_payload(self.settings, p.leaf, p.pid, blob) for p, blob in zip(self.plan.paths, self.path_blobs)]
+        return [leaf_payload(self.settings, p.leaf, p.pid, blob)
+                for p, blob in zip(self.plan.leaf_paths, self.path_blobs)]
 
 
 def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id: str | None = None,
@@ -111,12 +113,13 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
     blobs = dump_paths(plan)
     record = JobRecord(
         settings=settings,
-        leaves=tuple(p.leaf for p in plan.paths),
+        leaves=tuple(p.leaf for p in plan.leaf_paths),  # leaves[i] starts path segment i
         outputs=tuple((tid, graph.keys[tid]) for tid in plan.output_ids),
         requested=graph.requested,
         n_tasks=plan.n_tasks,
         plan_seconds=time.perf_counter() - t0,
         created=created,
+        n_paths=len(plan.paths),
     )
     storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": created},
                        record=dumps(record))
@@ -290,7 +293,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             break
         time.sleep(0.01)
         counts = storage.read_counts()
-    storage.cleanup(record.n_tasks, record.n_leaves)
+    storage.cleanup(record.n_tasks, record.n_paths)
     mine = storage.stats
     c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
     executors = record.n_leaves + c.get("invoked", 0)

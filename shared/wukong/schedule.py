@@ -6,7 +6,14 @@ dependents form its ``invoke`` list. A task reached by an earlier leaf's search 
 the record points at the path that owns it, which is how one leaf's path "splices in" another
 path's tail. Every task is owned by exactly one path, so all schedules together are O(V + E).
 
-Each path also carries copies of the records of its foreign *immediate* dependents (its
+A path is stored in pieces ("segments") of at most SEGMENT_RECORDS records, in the order the
+search placed them: a record names the segment that owns it, so an executor that needs one foreign
+record reads one small segment, not the whole path of the leaf whose search reached it first
+(in a 100,000-task TSQR one such path held half the graph, and the simulator counted 175 GB of
+schedule reads). The first segment of each path is the one a leaf's executor starts with; segments
+0..L-1 belong to the L leaves in order, the rest follow.
+
+Each segment also carries copies of the records of its foreign *immediate* dependents (its
 frontier), so an executor crossing into another path needs no extra round trip for the first
 step, unless such a record is big: a record's size grows with its degree, and a fan-in of n
 copied into each of its n upstream paths would make the schedules O(n^2) (only the one executor
@@ -24,6 +31,9 @@ from wukong.graph import TaskGraph, gc_paused
 
 #: Frontier records with more dependencies plus dependents than this are not copied (see above).
 FRONTIER_COPY_MAX_DEGREE = 32
+#: Most records one stored segment of a path owns: one MDS read per this many tasks on a long
+#: chain, and at most this many records read to learn one foreign record.
+SEGMENT_RECORDS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +41,7 @@ class DependentRef:
     """How an upstream task reaches one of its dependents."""
 
     tid: int
-    path: int  # the path that owns the dependent's record
+    path: int  # the path segment that owns the dependent's record
     slot: int  # the upstream's position among the dependent's dependencies (its counter bit)
     n_deps: int  # how many dependencies the dependent has
 
@@ -56,24 +66,27 @@ class TaskRecord:
 
 @dataclass(frozen=True, slots=True)
 class Path:
-    """One leaf's schedule: the records it owns plus copies of its frontier records."""
+    """One stored segment of a leaf's schedule: the records it owns plus copies of its frontier
+    records. ``leaf`` is the leaf it starts from, None for a later segment of a long path."""
 
     pid: int
-    leaf: int
+    leaf: int | None
     records: dict[int, TaskRecord]
 
 
 @dataclass(frozen=True)
 class JobPlan:
-    """All paths of a job; ``paths[i].leaf`` is the leaf an executor starts from."""
+    """All path segments of a job, indexed by ``pid``; the first ``n_leaves`` start at the leaves."""
 
     paths: tuple[Path, ...]
     n_tasks: int
     output_ids: tuple[int, ...]
+    n_leaves: int
 
     @property
-    def leaf_paths(self) -> list[tuple[int, int]]:
-        return [(p.leaf, p.pid) for p in self.paths]
+    def leaf_paths(self) -> tuple[Path, ...]:
+        """The segment each leaf's executor starts with, in leaf order (``pid`` = leaf index)."""
+        return self.paths[:self.n_leaves]
 
 
 def generate_schedules(graph: TaskGraph) -> JobPlan:
@@ -108,6 +121,16 @@ def _generate(graph: TaskGraph) -> JobPlan:
             stack.extend(reversed(unplaced))
         path_members.append(members)
 
+    # cut long paths into segments; a leaf's first segment keeps the leaf's index as its pid
+    segments = [members[:SEGMENT_RECORDS] for members in path_members]
+    leaves = [members[0] for members in path_members]
+    for members in path_members:
+        for start in range(SEGMENT_RECORDS, len(members), SEGMENT_RECORDS):
+            segments.append(members[start:start + SEGMENT_RECORDS])
+    for pid in range(len(path_members), len(segments)):
+        for t in segments[pid]:
+            owner[t] = pid
+
     outputs = set(graph.output_ids)
     n_deps = [len(deps) for deps in dependencies]
     slots: list[dict[int, int] | None] = [None] * n  # fan-in tasks only: upstream -> its counter bit
@@ -130,13 +153,13 @@ def _generate(graph: TaskGraph) -> JobPlan:
 
     small = [len(dependencies[t]) + len(dependents[t]) <= FRONTIER_COPY_MAX_DEGREE for t in range(n)]
     paths = []
-    for pid, members in enumerate(path_members):
+    for pid, members in enumerate(segments):
         own: dict[int, TaskRecord] = {}
         for t in members:
             rec = own[t] = records[t]
             for ref in rec.dependents:
                 if ref.path != pid and small[ref.tid]:  # a frontier copy: crossing costs no read
                     own[ref.tid] = records[ref.tid]
-        paths.append(Path(pid=pid, leaf=members[0], records=own))
-    return JobPlan(paths=tuple(paths), n_tasks=n, output_ids=graph.output_ids)
+        paths.append(Path(pid=pid, leaf=leaves[pid] if pid < len(leaves) else None, records=own))
+    return JobPlan(paths=tuple(paths), n_tasks=n, output_ids=graph.output_ids, n_leaves=len(leaves))
 

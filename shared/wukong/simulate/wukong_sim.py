@@ -95,7 +95,7 @@ class _WukongSim(EventLoop):
         r.bill(m, m.billed(r.plan_seconds + m.cold_start))
         r.helper_invocations += 1
         r.sfn_transitions += 2  # Plan, Map
-        leaves = [p.pid for p in self.plan.paths]
+        leaves = [p.pid for p in self.plan.leaf_paths]
         per = m.leaves_per_invoker
         batches = [leaves[i:i + per] for i in range(0, len(leaves), per)]
         slots = [plan_end] * min(m.map_max_concurrency, len(batches))
