@@ -39,6 +39,21 @@ def test_values_of_every_size_round_trip_through_a_real_server(cluster):
             client.close()
 
 
+def test_a_memoryview_of_wide_items_is_sent_as_its_bytes(cluster):
+    # len() of a float64 view counts items, not bytes: the length prefix must count bytes
+    block = np.arange(20_000, dtype=np.float64)
+    column = np.arange(40_000, dtype=np.float64).reshape(20_000, 2)[:, 0]  # not contiguous
+    client = connect(cluster.spec.mds, cluster.spec, single_connection=True)
+    try:
+        for name, array in (("block", block), ("column", column)):
+            client.set(f"test:view:{name}", memoryview(array), ex=60)
+            assert client.get(f"test:view:{name}") == array.tobytes(), name
+            client.delete(f"test:view:{name}")
+        assert client.ping()  # the connection's stream is still in step
+    finally:
+        client.close()
+
+
 def test_arrays_come_back_equal_and_writeable():
     a = np.arange(200_000, dtype=np.float64).reshape(400, 500)
     data = dumps({"a": a, "small": [1, 2, 3]})

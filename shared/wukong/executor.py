@@ -46,15 +46,21 @@ class _Counts:
     duplicates: int = 0  # invocations dropped because they were duplicates
     delayed_claims: int = 0  # fan-ins a held big output completed itself (its value never written)
     delayed_writes: int = 0  # held big outputs written after all (refused a hold, or the wait ran out)
+    invoked: int = 0  # executors invoked; already in the job's totals (see _Run._send): for the hooks only
 
     def drain(self) -> dict[str, Any]:
-        out = {"tasks": self.tasks, "payload_bytes": self.payload_bytes,
+        out = {"tasks": self.tasks, "payload_bytes": self.payload_bytes, "invoked": self.invoked,
                "task_seconds": self.task_seconds, "duplicates_dropped": self.duplicates,
                "delayed_io_claims": self.delayed_claims, "delayed_io_writes": self.delayed_writes}
-        self.tasks = self.payload_bytes = self.duplicates = 0
+        self.tasks = self.payload_bytes = self.duplicates = self.invoked = 0
         self.delayed_claims = self.delayed_writes = 0
         self.task_seconds = 0.0
         return out
+
+
+def job_totals(counts: Counter) -> Counter:
+    """The counts to add to the job's statistics: all but ``invoked``, added before sending."""
+    return Counter({name: value for name, value in counts.items() if name != "invoked"})
 
 
 @dataclass
@@ -118,12 +124,11 @@ class Executor:
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
             self.fail(storage, failure_event(run.current_key(), exc, internal=True))
         finally:
-            counts = Counter(run.counts.drain())
-            counts.update(storage.stats.as_dict())
+            counts = run.take_counts()
             counts["executors_finished"] += 1
             counts["busy_seconds"] += time.perf_counter() - started
-            self.hooks.invocation_done(counts)
-            self._add_counts(job, counts)
+            self.hooks.invocation_done(counts + run.flushed)  # the whole invocation, mid-run flushes too
+            self._add_counts(job, job_totals(counts))
             if time.monotonic() - self._last_flush >= self.flush_interval:
                 self.flush()
 
@@ -179,6 +184,7 @@ class _Run:
             self.records.update(loads(inv.path_blob).records)
         self.memory: dict[int, Any] = {tid: loads(blob) for tid, blob in inv.inline_values.items()}
         self.counts = _Counts()
+        self.flushed: Counter = Counter()  # counts a mid-run check already added to the job's totals
         self.current: int | None = None
         self.last_check = self.started = time.monotonic()
         self.held: list[_Held] = []
@@ -355,6 +361,7 @@ class _Run:
         if not payloads:
             return
         self.storage.flush_counts({"invoked": len(payloads)})
+        self.counts.invoked += len(payloads)
         self.counts.payload_bytes += sum(map(len, payloads))
         self.executor.invoker.invoke(payloads)
 
@@ -403,18 +410,25 @@ class _Run:
             local, remote = decisions.split_ready(list(steps.ready) + claimed, record.become, False)
             self._send([payloads[tid] for tid in remote])  # a value not inline was stored by now
             return local
-        self.counts.payload_bytes += reply["payload_bytes"]  # the proxy counted its invokes itself
+        self.counts.payload_bytes += reply["payload_bytes"]
+        self.counts.invoked += reply["invoked"]  # the proxy added them to the job's totals itself
         return list(reply["local"])
+
+    def take_counts(self) -> Counter:
+        """This invocation's counts since the last take, its storage traffic included."""
+        counts = Counter(self.counts.drain())
+        counts.update(self.storage.stats.as_dict())
+        self.storage.stats = StorageStats()
+        return counts
 
     def _maybe_check_ended(self) -> None:
         now = time.monotonic()
         if now - self.last_check < CHECK_INTERVAL:
             return
         self.last_check = now
-        counts = self.counts.drain()
-        counts.update(self.storage.stats.as_dict())
-        self.storage.stats = StorageStats()
-        self.storage.flush_counts(counts)
+        counts = self.take_counts()
+        self.flushed.update(counts)
+        self.storage.flush_counts(dict(job_totals(counts)))
         if self.storage.has_ended():
             raise JobEnded()
         self.executor.hooks.progress(self.storage)

@@ -82,10 +82,19 @@ class LargeValuePacker:
         self._small = HiredisRespSerializer() if HIREDIS_AVAILABLE else self._python
 
     def pack(self, *args: Any) -> list:
+        if any(isinstance(arg, memoryview) for arg in args):
+            args = tuple(_flat_bytes(arg) if isinstance(arg, memoryview) else arg for arg in args)
         for arg in args:
             if isinstance(arg, (bytes, bytearray, memoryview)) and len(arg) >= LARGE_ARGUMENT:
                 return self._python.pack(*args)
         return self._small.pack(*args)
+
+
+def _flat_bytes(view: memoryview) -> memoryview | bytes:
+    """A view whose len() is its size in bytes, as the Python packer's length prefix assumes."""
+    if view.ndim == 1 and view.itemsize == 1:
+        return view
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = False) -> redis.Redis:

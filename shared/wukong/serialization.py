@@ -31,7 +31,10 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=PROTOCOL)
     if not large:
         return structure
-    return pickle.dumps(obj, protocol=PROTOCOL)  # in band, so loads() needs nothing but the bytes
+    try:
+        return pickle.dumps(obj, protocol=PROTOCOL)  # in band, so loads() needs nothing but the bytes
+    except Exception:  # an object that pickles only once: cloudpickle gets the second try
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)
 
 
 def _keep_large(out: list[pickle.PickleBuffer]):

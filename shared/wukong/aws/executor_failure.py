@@ -32,6 +32,7 @@ ENVELOPE_CLASSES = {
     ("wukong.invocation", "Invocation"),
     ("wukong.invocation", "JobSettings"),
     ("wukong.redis_connection", "StorageSpec"),
+    ("wukong.storage", "StorageSpec"),  # as pickled before redis_connection existed: payloads in flight
 }
 
 

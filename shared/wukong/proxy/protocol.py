@@ -25,6 +25,7 @@ MAX_AGE = 300.0
 ALLOWED = {
     ("wukong.invocation", "JobSettings"),
     ("wukong.redis_connection", "StorageSpec"),
+    ("wukong.storage", "StorageSpec"),  # as pickled before redis_connection existed: payloads in flight
     ("wukong.schedule", "DependentRef"),
 }
 
