@@ -101,6 +101,8 @@ class Executor:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
             self.fail(storage, failure_event(f"<task id {inv.start}>", exc, internal=True))
+            # still counted as finished, so the report settles without waiting for it
+            self._add_counts(job, Counter(executors_finished=1, busy_seconds=time.perf_counter() - started))
             return
         try:
             # Lambda delivers asynchronous invokes at least once, and retries a dead executor: only
