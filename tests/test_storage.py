@@ -167,7 +167,7 @@ def test_concurrent_store_result_pushes_one_done_event(stores):
         lasts = run_threads(2 * n, lambda i: new_job(stores, n, job.job_id).store_result(i % n, b"v%d" % i))
         assert lasts.count(True) == 1
         assert stores.mds.llen(job.keys.events) == 1
-        assert int(stores.mds.get(job.keys.outputs_done)) == n
+        assert stores.mds.scard(job.keys.outputs_done) == n
         assert set(job.results(list(range(n)))) == set(range(n))
     finally:
         job.cleanup(n_tasks=n, n_paths=0)

@@ -346,12 +346,12 @@ class JobStorage:
     def store_result(self, tid: int, data: bytes) -> bool:
         """Store a final result; True if it was the job's last one (the done event is pushed)."""
         done_event = json.dumps({"kind": "done"})
-        last = self.stores.run_script(
-            "store_result",
-            [self.keys.result(tid), self.keys.outputs_done, self.keys.events],
-            [data, self.n_outputs, self.ttl, done_event],
-        )
-        self._count(mds=3)
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.set(self.keys.result(tid), data, nx=True, ex=self.ttl)  # a duplicate's copy is not kept
+        self.stores.run_script("store_result", [self.keys.outputs_done, self.keys.events],
+                               [tid, self.n_outputs, self.ttl, done_event], pipe=pipe)
+        _, last = self.stores.execute_pipeline(pipe)
+        self._count(mds=4)
         self.stats.mds_bytes_written += len(data)
         return bool(last)
 
