@@ -82,12 +82,20 @@ class LargeValuePacker:
         self._small = HiredisRespSerializer() if HIREDIS_AVAILABLE else self._python
 
     def pack(self, *args: Any) -> list:
-        if any(isinstance(arg, memoryview) for arg in args):
-            args = tuple(_flat_bytes(arg) if isinstance(arg, memoryview) else arg for arg in args)
+        # one plain loop: this runs for every command, and most have no buffer worth a second look
         for arg in args:
-            if isinstance(arg, (bytes, bytearray, memoryview)) and len(arg) >= LARGE_ARGUMENT:
-                return self._python.pack(*args)
+            if isinstance(arg, _BUFFERS) and (isinstance(arg, memoryview) or len(arg) >= LARGE_ARGUMENT):
+                return self._pack_buffers(args)
         return self._small.pack(*args)
+
+    def _pack_buffers(self, args: tuple) -> list:
+        args = tuple(_flat_bytes(arg) if isinstance(arg, memoryview) else arg for arg in args)
+        if any(isinstance(arg, _BUFFERS) and len(arg) >= LARGE_ARGUMENT for arg in args):
+            return self._python.pack(*args)
+        return self._small.pack(*args)
+
+
+_BUFFERS = (bytes, bytearray, memoryview)
 
 
 def _flat_bytes(view: memoryview) -> memoryview | bytes:
