@@ -8,51 +8,22 @@ the report can put Wukong's KV traffic against everything the graph produced.
 from __future__ import annotations
 
 import operator
-import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
-from dask.callbacks import Callback
-
-
-def output_bytes_of(collection_or_graph: Any, keys: Any = None) -> int:
-    """Sum of pickle sizes of every task output, from one run on Dask's sync scheduler.
-
-    The graph is run as written (``optimize_graph=False``): Dask's array optimizer fuses
-    blockwise chains (TSQR's random -> qr -> getitem) in some processes and not in others,
-    depending on the string hash seed, and a fused chain reports only its last output, so the
-    optimized count swung between 17 MB and 554 MB for the same TSQR.
-    """
-    total = 0
-    skipped: list = []
-
-    def posttask(key, result, dsk, state, worker_id):
-        nonlocal total
-        try:
-            total += len(pickle.dumps(result, protocol=5))
-        except Exception as exc:  # an unpicklable intermediate never crosses executors in Wukong either
-            skipped.append((key, exc))
-
-    with Callback(posttask=posttask):
-        if keys is None:
-            dask.compute(collection_or_graph, scheduler="sync", optimize_graph=False)
-        else:
-            dask.get(collection_or_graph, keys)
-    if skipped:  # say so: a silently short total would distort the KV-share figure
-        print(f"output bytes: {len(skipped)} outputs not counted, e.g. {skipped[0]!r}", flush=True)
-    return total
+from workloads import CollectionWorkload, GraphWorkload
 
 
 @dataclass
-class IndependentTasks:
+class IndependentTasks(GraphWorkload):
     """10,000 independent tiny tasks and one aggregate over all of them: one huge fan-in."""
 
     n: int = 10_000
     name: str = "independent"
     graph: dict = field(init=False, repr=False)
+    root: str = field(init=False, default="total")
 
     def __post_init__(self) -> None:
         self.graph = {("item", i): (operator.mul, i, 2) for i in range(self.n)}
@@ -63,22 +34,13 @@ class IndependentTasks:
         return (f"{self.n:,} independent tasks (operator.mul on an int) and one sum over all of them, "
                 f"a dict graph through get(dsk, key)")
 
-    @property
-    def n_tasks(self) -> int:
-        return len(self.graph)
-
-    def output_bytes(self) -> int:
-        return output_bytes_of(self.graph, "total")
-
-    def run(self, backend: Any) -> Any:
-        return backend.get(self.graph, "total")
 
     def check(self, value: Any) -> None:
         assert value == self.n * (self.n - 1), f"got {value!r}"
 
 
 @dataclass
-class GEMM:
+class GEMM(CollectionWorkload):
     """Dense matrix product A @ B of random n x n matrices in c x c chunks, inputs made in the graph."""
 
     n: int = 4000
@@ -98,26 +60,20 @@ class GEMM:
         return f"GEMM {self.n:,}^2 in {self.chunk:,}^2 chunks (A @ B, random inputs generated in the graph)"
 
     @property
-    def n_tasks(self) -> int:
-        return len(self.c.__dask_graph__())
-
-    def output_bytes(self) -> int:
-        return output_bytes_of(self.c)
+    def collection(self) -> Any:
+        return self.c
 
     def reference(self) -> np.ndarray:
         if self._ref is None:
             self._ref = self.a.compute(scheduler="sync") @ self.b.compute(scheduler="sync")
         return self._ref
 
-    def run(self, backend: Any) -> Any:
-        return backend.compute(self.c)
-
     def check(self, value: Any) -> None:
         assert np.allclose(np.asarray(value), self.reference(), rtol=1e-10), "A @ B differs from numpy"
 
 
 @dataclass
-class SVD:
+class SVD(CollectionWorkload):
     """Singular values of a tall-skinny 200,000 x 100 matrix (``da.linalg.svd``, TSQR-based)."""
 
     rows: int = 200_000
@@ -138,19 +94,13 @@ class SVD:
                 f"values with s.compute(scheduler=...)")
 
     @property
-    def n_tasks(self) -> int:
-        return len(self.s.__dask_graph__())
-
-    def output_bytes(self) -> int:
-        return output_bytes_of(self.s)
+    def collection(self) -> Any:
+        return self.s
 
     def reference(self) -> np.ndarray:
         if self._ref is None:
             self._ref = np.linalg.svd(self.x.compute(scheduler="sync"), compute_uv=False)
         return self._ref
-
-    def run(self, backend: Any) -> Any:
-        return backend.compute(self.s)
 
     def check(self, value: Any) -> None:
         assert np.allclose(np.asarray(value), self.reference(), rtol=1e-8), "singular values differ from numpy"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inprocess import print_inprocess, run_inprocess  # noqa: E402
 from backends import WukongBackend  # noqa: E402
-from workloads import make_workloads  # noqa: E402
+from workloads import GraphWorkload, make_workloads  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -106,11 +106,6 @@ def bucket_samples(raw: Path) -> dict[str, collections.Counter]:
     return out
 
 
-def work_root(work) -> object:
-    """The key a dict-graph workload computes (the tree's root, the independent tasks' total)."""
-    return getattr(work, "root", "total")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", default="tree", help="one of tree, independent, tsqr, gemm, svd")
@@ -127,13 +122,13 @@ def main() -> int:
     if args.workload not in by_name:
         p.error(f"--workload must be one of {', '.join(by_name)}, not {args.workload!r}")
     work = by_name[args.workload]
-    if args.inprocess and not hasattr(work, "graph"):
+    if args.inprocess and not isinstance(work, GraphWorkload):
         p.error(f"--inprocess needs a dict-graph workload (tree, independent), not {args.workload}")
     backend = WukongBackend(n_workers=2).start()  # its start() runs a warm-up job
     with contextlib.closing(backend):
         cluster, client = backend.cluster, backend.client
         if args.inprocess:
-            result = run_inprocess(cluster.spec, work.graph, work_root(work))
+            result = run_inprocess(cluster.spec, work.graph, work.root)
             work.check(result["value"])
             print_inprocess(result)
         workers = [proc.pid for proc in cluster.pool.processes]

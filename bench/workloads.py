@@ -7,11 +7,14 @@ when it is wrong, so a wrong answer can never be timed as a success.
 from __future__ import annotations
 
 import operator
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 
 
 def tree_reduction_graph(n_leaves: int) -> tuple[dict, tuple]:
@@ -30,8 +33,70 @@ def tree_reduction_graph(n_leaves: int) -> tuple[dict, tuple]:
     return dsk, ("tree", level, 0)
 
 
+def output_bytes_of(collection_or_graph: Any, keys: Any = None) -> int:
+    """Sum of pickle sizes of every task output, from one run on Dask's sync scheduler.
+
+    The graph is run as written (``optimize_graph=False``): Dask's array optimizer fuses
+    blockwise chains (TSQR's random -> qr -> getitem) in some processes and not in others,
+    depending on the string hash seed, and a fused chain reports only its last output, so the
+    optimized count swung between 17 MB and 554 MB for the same TSQR.
+    """
+    total = 0
+    skipped: list = []
+
+    def posttask(key, result, dsk, state, worker_id):
+        nonlocal total
+        try:
+            total += len(pickle.dumps(result, protocol=5))
+        except Exception as exc:  # an unpicklable intermediate never crosses executors in Wukong either
+            skipped.append((key, exc))
+
+    with Callback(posttask=posttask):
+        if keys is None:
+            dask.compute(collection_or_graph, scheduler="sync", optimize_graph=False)
+        else:
+            dask.get(collection_or_graph, keys)
+    if skipped:  # say so: a silently short total would distort the KV-share figure
+        print(f"output bytes: {len(skipped)} outputs not counted, e.g. {skipped[0]!r}", flush=True)
+    return total
+
+class GraphWorkload:
+    """A dict graph run through each scheduler's ``get(graph, root)``; subclasses set both."""
+
+    graph: dict
+    root: Any
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.graph)
+
+    def run(self, backend: Any) -> Any:
+        return backend.get(self.graph, self.root)
+
+    def output_bytes(self) -> int:
+        return output_bytes_of(self.graph, self.root)
+
+
+class CollectionWorkload:
+    """A Dask collection run through ``compute(scheduler=...)``; subclasses name it in ``collection``."""
+
+    @property
+    def collection(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.collection.__dask_graph__())
+
+    def run(self, backend: Any) -> Any:
+        return backend.compute(self.collection)
+
+    def output_bytes(self) -> int:
+        return output_bytes_of(self.collection)
+
+
 @dataclass
-class TreeReduction:
+class TreeReduction(GraphWorkload):
     """Tiny tasks, all overhead: 2n-1 tasks, n leaves, one fan-in of two per inner task."""
 
     n_leaves: int = 8192
@@ -47,17 +112,6 @@ class TreeReduction:
         return (f"tree reduction of range({self.n_leaves}): {self.n_leaves} literal-int leaves, pairwise "
                 f"operator.add up to one root, a dict graph run through each scheduler's get(dsk, key)")
 
-    @property
-    def n_tasks(self) -> int:
-        return len(self.graph)
-
-    def run(self, backend: Any) -> Any:
-        return backend.get(self.graph, self.root)
-
-    def output_bytes(self) -> int:
-        from more_workloads import output_bytes_of
-
-        return output_bytes_of(self.graph, self.root)
 
     def check(self, value: Any) -> None:
         expected = self.n_leaves * (self.n_leaves - 1) // 2
@@ -65,7 +119,7 @@ class TreeReduction:
 
 
 @dataclass
-class TSQR:
+class TSQR(CollectionWorkload):
     """Dense linear algebra: R of a tall-skinny QR, random input generated inside the graph."""
 
     rows: int = 262_144
@@ -86,16 +140,8 @@ class TSQR:
                 f"computing R with r.compute(scheduler=...), input generated in the graph")
 
     @property
-    def n_tasks(self) -> int:
-        return len(self.r.__dask_graph__())
-
-    def run(self, backend: Any) -> Any:
-        return backend.compute(self.r)
-
-    def output_bytes(self) -> int:
-        from more_workloads import output_bytes_of
-
-        return output_bytes_of(self.r)
+    def collection(self) -> Any:
+        return self.r
 
     def reference(self) -> np.ndarray:
         """X^T X of the same random input, computed once with Dask's sync scheduler and numpy."""
