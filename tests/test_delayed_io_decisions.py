@@ -83,12 +83,13 @@ def test_backoff_is_capped_and_never_sleeps_past_the_deadline(n_polls, left):
 
 
 @given(nbytes=st.integers(0, 4 * MAX_CHUNK), threshold=st.none() | st.integers(1, 2 * MAX_CHUNK),
-       configured=st.none() | st.integers(1, 64), shards=st.integers(1, 8))
-def test_chunk_count(nbytes, threshold, configured, shards):
-    n = chunk_count(nbytes, threshold, configured, shards)
-    if threshold is None or nbytes < threshold:
+       configured=st.none() | st.integers(1, 64), shards=st.integers(1, 8),
+       limit=st.sampled_from([1 << 20, 100 * 1024 * 1024, 512 * 1024 * 1024]))
+def test_chunk_count(nbytes, threshold, configured, shards, limit):
+    n = chunk_count(nbytes, threshold, configured, shards, limit)
+    if nbytes <= limit and (threshold is None or nbytes < threshold):
         assert n == 1
-    else:
+    else:  # chunked on request, and always when one string cannot hold the value
         assert 1 <= n <= max(nbytes, 1)
-        assert -(-nbytes // n) <= MAX_CHUNK
+        assert -(-nbytes // n) <= min(MAX_CHUNK, limit)  # no chunk is over the server's limit
         assert n >= min(configured or shards, nbytes)

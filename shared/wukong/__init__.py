@@ -20,6 +20,7 @@ from wukong.errors import (
     RedisUnavailableError,
     RemoteTaskError,
     SerializationError,
+    ValueNotStoredError,
     WukongError,
 )
 from wukong.local.cluster import LocalCluster
@@ -40,6 +41,7 @@ __all__ = [
     "RedisUnavailableError",
     "RemoteTaskError",
     "SerializationError",
+    "ValueNotStoredError",
     "WukongConfig",
     "WukongError",
 ]

@@ -99,13 +99,19 @@ def still_needed(queued: list[TaskRecord]) -> set[int]:
     return {tid for record in queued for tid, _ in record.deps}
 
 
-def chunk_count(nbytes: int, threshold: int | None, configured: int | None, n_shards: int) -> int:
-    """In how many chunks a value of ``nbytes`` is stored: 1 (whole) below ``threshold`` or when
-    chunking is off (``threshold`` None); else ``configured`` (default one per shard), raised so
-    that no chunk exceeds MAX_CHUNK, and never more chunks than bytes."""
-    if threshold is None or nbytes < threshold:
+def chunk_count(nbytes: int, threshold: int | None, configured: int | None, n_shards: int,
+                value_limit: int = 512 * 1024 * 1024) -> int:
+    """In how many chunks a value of ``nbytes`` is stored.
+
+    - Over ``value_limit`` (the longest string the servers store) it is always chunked: a value
+      that does not fit one Redis string must still be stored, whatever chunk_large_tasks says.
+    - Else it is whole (1) below ``threshold`` or when chunking is off (``threshold`` None).
+    - A chunked value gets ``configured`` chunks (default one per shard), raised so that no
+      chunk exceeds MAX_CHUNK or ``value_limit``, and never more chunks than bytes.
+    """
+    if nbytes <= value_limit and (threshold is None or nbytes < threshold):
         return 1
-    n = max(configured or n_shards, -(-nbytes // MAX_CHUNK))
+    n = max(configured or n_shards, -(-nbytes // min(MAX_CHUNK, value_limit)))
     return max(1, min(n, nbytes))
 
 

@@ -67,3 +67,18 @@ class OutputTooLargeError(WukongError, ValueError):
 
 class FunctionTimeoutError(ExecutorCrashedError, TimeoutError):
     """An executor ran past the function timeout (Lambda's limit; enforced locally too) on every attempt."""
+
+
+class ValueNotStoredError(WukongError):
+    """A live Redis server refused to store a value (out of memory, or longer than it takes).
+
+    ``what`` names the value (a task's output, a result, a schedule), ``nbytes`` its serialized
+    size; ``reason`` says which server refused and its limit.
+    """
+
+    def __init__(self, what: str, nbytes: int, reason: str):
+        super().__init__(f"{what} ({nbytes:,} bytes serialized) was not stored: {reason}")
+        self.what, self.nbytes, self.reason = what, nbytes, reason
+
+    def __reduce__(self):
+        return type(self), (self.what, self.nbytes, self.reason)

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from wukong import decisions
-from wukong.errors import OutputTooLargeError, RedisUnavailableError, SerializationError
+from wukong.errors import OutputTooLargeError, RedisUnavailableError, SerializationError, ValueNotStoredError
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
@@ -95,8 +95,7 @@ class Executor:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
         started = time.perf_counter()
         job = inv.job
-        storage = JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs, span=self.hooks.span,
-                             chunk_threshold=job.chunk_threshold, num_chunks=job.num_chunks)
+        storage = JobStorage.for_job(self.stores, job, span=self.hooks.span)
         try:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
@@ -117,6 +116,10 @@ class Executor:
             pass
         except _TaskRaised as raised:
             self.fail(storage, raised.event)
+        except ValueNotStoredError as exc:  # a live server refused a write: what, how big, which limit
+            key = run.current_key()
+            what = exc.what.replace(f"task id {run.current}", f"task {key!r}")
+            self.fail(storage, failure_event(key, ValueNotStoredError(what, exc.nbytes, exc.reason)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # a lost server: say which, plainly
             key = run.current_key()
             self.fail(storage, failure_event(key, RedisUnavailableError(

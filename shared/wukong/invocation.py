@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from wukong.redis_connection import DEFAULT_BULK_LIMIT
 from wukong.storage import StorageSpec
 
 
@@ -37,6 +38,7 @@ class JobSettings:
     num_chunks: int | None = None  # chunks per chunked output; None: one per KV shard
     proxy: tuple[str, int] | None = None  # the KV proxy that takes wide fan-outs; None: executors do them
     max_task_fanout: int = 10  # fan-outs this wide go to the proxy
+    value_limit: int = DEFAULT_BULK_LIMIT  # the longest string the stores take (read at planning): longer ones are chunked
 
 
 @dataclass

@@ -114,8 +114,9 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
         proxy=(config.proxy_address, config.proxy_port) if config.proxy_address and config.proxy_port else None,
         max_task_fanout=config.max_task_fanout,
+        value_limit=stores.value_limit(),
     )
-    storage = JobStorage(stores, settings.job_id, settings.ttl, settings.n_outputs)
+    storage = JobStorage.for_job(stores, settings)
     blobs = dump_paths(plan)
     record = JobRecord(
         settings=settings,
@@ -161,7 +162,7 @@ def load_job(stores: RedisStores, job_id: str) -> tuple[JobRecord, JobStorage]:
     """The record of a planned job and a storage view of it; LookupError if the MDS does not know it."""
     record: JobRecord = loads(JobStorage(stores, job_id, ttl=60, n_outputs=0).get_record())
     settings = record.settings
-    return record, JobStorage(stores, job_id, settings.ttl, settings.n_outputs)
+    return record, JobStorage.for_job(stores, settings)
 
 
 def leaf_payload(settings: JobSettings, leaf: int, pid: int, path_blob: bytes | None) -> bytes:
@@ -196,7 +197,7 @@ class JobRun:
         started = time.perf_counter()
         with self._redis_errors("planning"):
             job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
-        storage = JobStorage(self.stores, job.settings.job_id, job.settings.ttl, job.settings.n_outputs)
+        storage = JobStorage.for_job(self.stores, job.settings)
         status = "failed"
         payloads = job.leaf_payloads()
         try:

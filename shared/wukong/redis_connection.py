@@ -26,6 +26,9 @@ LARGE_ARGUMENT = 16 * 1024
 #: Bytes asked of the socket per read. redis-py's 64 KB default means 128 reads and parser feeds
 #: for one 8 MB value; 1 MB cut the client's CPU per byte read by about a third (measured here).
 SOCKET_READ_SIZE = 1 << 20
+#: The longest string a Redis or Valkey server takes when it will not say (``proto-max-bulk-len``'s
+#: default; ElastiCache neither allows CONFIG nor lets users raise it).
+DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,20 @@ def _flat_bytes(view: memoryview) -> memoryview | bytes:
     if view.ndim == 1 and view.itemsize == 1:
         return view
     return view.cast("B") if view.c_contiguous else view.tobytes()
+
+
+def bulk_limit(client: redis.Redis) -> int:
+    """The longest string ``client``'s server stores (``proto-max-bulk-len``), or the default when
+    the server refuses CONFIG (ElastiCache, an ACL without it)."""
+    try:
+        reply = client.config_get("proto-max-bulk-len")
+    except redis.ResponseError:
+        return DEFAULT_BULK_LIMIT
+    value = reply.get("proto-max-bulk-len") or reply.get(b"proto-max-bulk-len")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_BULK_LIMIT
 
 
 def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = False) -> redis.Redis:

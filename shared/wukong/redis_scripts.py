@@ -13,6 +13,12 @@ from __future__ import annotations
 ENDED_JOBS = "wukong:ended-jobs"
 ENDED_JOBS_KEEP = 3600
 
+#: Scripts that must run even on a server that is out of memory (maxmemory with noeviction): a
+#: job's failure must still be recorded, and its cleanup must still run, which frees the memory.
+#: They are loaded with Redis 7's script flag; a server without flags (Redis 6) gets them plain.
+ALLOW_OOM = frozenset({"end_job", "tombstone"})
+ALLOW_OOM_SHEBANG = "#!lua flags=allow-oom\n"
+
 # Body shared by the two fan-in scripts. For counter i (KEYS[k0 + 2i - 1], its claimer KEYS[k0 + 2i])
 # it sets the upstream's bit and decides whether this call claims the dependent:
 # - the call that completes the counter claims it, and records the claiming invocation (``me``,

@@ -16,14 +16,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 from uhashring import HashRing
 
 from wukong import chunks, decisions, redis_scripts
 # re-exported: most callers know these as storage's
+from wukong.redis_connection import DEFAULT_BULK_LIMIT, bulk_limit
+from wukong.refusals import refusals
 from wukong.redis_connection import Endpoint, StorageSpec, connect, spec_from_config  # noqa: F401
 from wukong.schedule import DependentRef
+
+if TYPE_CHECKING:
+    from wukong.invocation import JobSettings
 
 #: Opens a tracing span named by its argument (an X-Ray subsegment on AWS).
 SpanFactory = Callable[[str], AbstractContextManager]
@@ -60,6 +66,15 @@ class RedisStores:
         self.ring = HashRing(nodes=list(self.shards))
         self._scripts = redis_scripts.SCRIPTS
         self._sha: dict[str, str] = {}
+        self._value_limit: int | None = None
+
+    def value_limit(self) -> int:
+        """The longest string every one of these servers stores (asked once, then remembered):
+        blobs longer than this are always chunked, whatever ``chunk_large_tasks`` says."""
+        if self._value_limit is None:
+            clients = {id(c): c for c in [self.mds, *self.shards.values()]}.values()
+            self._value_limit = min(bulk_limit(c) for c in clients)
+        return self._value_limit
 
     def run_script(self, name: str, keys: Sequence[str], args: Sequence, pipe=None):
         """EVALSHA one of our Lua scripts on the MDS (or queue it on ``pipe``).
@@ -68,20 +83,30 @@ class RedisStores:
         objects do inside pipelines (an extra round trip each time).
         """
         if name not in self._sha:
-            self._sha[name] = self.mds.script_load(self._scripts[name])
+            self._load(name)
         target = pipe if pipe is not None else self.mds
         try:
             return target.evalsha(self._sha[name], len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # the server restarted or was flushed
-            self._sha[name] = self.mds.script_load(self._scripts[name])
+            self._load(name)
             return target.evalsha(self._sha[name], len(keys), *keys, *args)
+
+    def _load(self, name: str) -> None:
+        source = self._scripts[name]
+        if name in redis_scripts.ALLOW_OOM:
+            try:
+                self._sha[name] = self.mds.script_load(redis_scripts.ALLOW_OOM_SHEBANG + source)
+                return
+            except redis.ResponseError:  # a server without script flags (Redis 6)
+                pass
+        self._sha[name] = self.mds.script_load(source)
 
     def execute_pipeline(self, pipe) -> list:
         try:
             return pipe.execute()
         except redis.exceptions.NoScriptError:
-            for name, source in self._scripts.items():
-                self._sha[name] = self.mds.script_load(source)
+            for name in self._scripts:
+                self._load(name)
             return pipe.execute()  # every queued command is idempotent, so replaying is safe
 
     def shard_for(self, key: str) -> redis.Redis:
@@ -118,8 +143,9 @@ class KeySpace:
     def result(self, tid: int) -> str:
         return f"{self.prefix}r:{tid}"
 
-    def chunk(self, tid: int, i: int) -> str:
-        return f"{self.prefix}k:{tid}:{i}"
+    def chunk(self, base: str, i: int) -> str:
+        """Chunk ``i`` of a chunked blob; ``base`` names the blob and the write (see chunks.py)."""
+        return f"{self.prefix}k:{base}:{i}"
 
     def waiter(self, tid: int) -> str:
         """The one executor allowed to delay its I/O waiting on fan-in ``tid``'s counter."""
@@ -127,7 +153,7 @@ class KeySpace:
 
     @property
     def chunk_counts(self) -> str:
-        """Hash of task id -> number of chunks, so cleanup finds chunk keys without SCAN."""
+        """Hash of chunk-set base -> number of chunks, so cleanup finds chunk keys without SCAN."""
         return f"{self.prefix}chunks"
 
     @property
@@ -200,9 +226,16 @@ class JobStorage:
     span: SpanFactory | None = field(default=None, repr=False)
     chunk_threshold: int | None = None  # values this big or bigger are chunked over the shards; None: never
     num_chunks: int | None = None  # chunks per chunked value; None: one per shard
+    value_limit: int = DEFAULT_BULK_LIMIT  # the longest string the servers store: longer blobs are always chunked
 
     def __post_init__(self) -> None:
         self.keys = KeySpace(self.job_id)
+
+    @classmethod
+    def for_job(cls, stores: RedisStores, job: "JobSettings", span: SpanFactory | None = None) -> "JobStorage":
+        """The view of a planned job's storage that its settings describe (what executors write with)."""
+        return cls(stores, job.job_id, job.ttl, job.n_outputs, span=span, chunk_threshold=job.chunk_threshold,
+                   num_chunks=job.num_chunks, value_limit=job.value_limit)
 
     # --- plan -----------------------------------------------------------------------------
     @_traced
@@ -212,13 +245,15 @@ class JobStorage:
         pipe = self.stores.mds.pipeline(transaction=False)
         pipe.set(self.keys.meta, json.dumps(meta), ex=self.ttl)
         if record is not None:
-            pipe.set(self.keys.record, record, ex=self.ttl)
+            pipe.set(self.keys.record, self._fit(self.keys.record, record, "the job's record"), ex=self.ttl)
         for pid, blob in enumerate(path_blobs):
-            pipe.set(self.keys.path(pid), blob, ex=self.ttl)
+            key = self.keys.path(pid)
+            pipe.set(key, self._fit(key, blob, f"schedule segment {pid}"), ex=self.ttl)
             self.stats.mds_bytes_written += len(blob)
             if len(pipe) >= _BATCH:
                 self._execute(pipe, mds=True)
-        self._execute(pipe, mds=True)
+        with self._refusals(self.stores.mds, "the job's schedules", max(map(len, path_blobs), default=0)):
+            self._execute(pipe, mds=True)
 
     @_traced
     def get_record(self) -> bytes:
@@ -228,7 +263,7 @@ class JobStorage:
             raise LookupError(f"job {self.job_id} is unknown to the metadata store (never planned, expired "
                               "or cleaned up)")
         self.stats.mds_bytes_read += len(blob)
-        return blob
+        return self._unfit({"the job's record": blob})["the job's record"]
 
     @_traced
     def get_paths(self, pids: Sequence[int]) -> list[bytes]:
@@ -239,7 +274,8 @@ class JobStorage:
             if blob is None:
                 raise LookupError(f"schedule path {pid} of job {self.job_id} is missing (expired or cleaned up)")
             self.stats.mds_bytes_read += len(blob)
-        return blobs
+        whole = self._unfit(dict(zip(pids, blobs)))
+        return [whole[pid] for pid in pids]
 
     @_traced
     def get_path(self, pid: int) -> bytes:
@@ -248,21 +284,38 @@ class JobStorage:
         if blob is None:
             raise LookupError(f"schedule path {pid} of job {self.job_id} is missing (expired or cleaned up)")
         self.stats.mds_bytes_read += len(blob)
-        return blob
+        return self._unfit({pid: blob})[pid]
+
+    # --- blobs of any size ------------------------------------------------------------------------
+    def _n_chunks(self, nbytes: int, threshold: int | None = None) -> int:
+        return decisions.chunk_count(nbytes, threshold, self.num_chunks, len(self.stores.shards), self.value_limit)
+
+    def _fit(self, key: str, data: bytes, what: str, threshold: int | None = None) -> bytes:
+        """What to store at ``key`` for ``data``: the data itself, or, once its chunks are written
+        over the KV shards, their stand-in (a blob over ``value_limit`` or ``threshold``)."""
+        n = self._n_chunks(len(data), threshold)
+        return data if n == 1 else chunks.put_chunks(self, key, data, n, what)
+
+    def _unfit(self, blobs: dict) -> dict:
+        """``blobs`` with every chunk stand-in replaced by the blob it stands for."""
+        stand_ins = {name: blob for name, blob in blobs.items() if chunks.is_stand_in(blob)}
+        return {**blobs, **chunks.get_chunks(self, stand_ins)} if stand_ins else blobs
+
+    def _refusals(self, client: redis.Redis, what: str, nbytes: int):
+        server = next((node for node, c in self.stores.shards.items() if c is client), "the MDS")
+        return refusals(client, server, what, nbytes, self.value_limit)
 
     # --- intermediate values ------------------------------------------------------------------
-    def _n_chunks(self, nbytes: int) -> int:
-        return decisions.chunk_count(nbytes, self.chunk_threshold, self.num_chunks, len(self.stores.shards))
-
     @_traced
     def put_value(self, tid: int, data: bytes) -> None:
         key = self.keys.value(tid)
-        n = self._n_chunks(len(data))
-        if n > 1:
-            data = chunks.put_chunks(self, tid, data, n)  # the stand-in, written last: the chunks are complete
-        self.stores.shard_for(key).set(key, data, ex=self.ttl)
+        what = f"the output of task id {tid}"
+        stored = self._fit(key, data, what, self.chunk_threshold)
+        client = self.stores.shard_for(key)
+        with self._refusals(client, what, len(stored)):
+            client.set(key, stored, ex=self.ttl)
         self._count(kv=1)
-        self.stats.kv_bytes_written += len(data)
+        self.stats.kv_bytes_written += len(stored)
 
     @_traced
     def get_values(self, tids: Iterable[int]) -> dict[int, bytes]:
@@ -279,10 +332,7 @@ class JobStorage:
                     raise LookupError(f"intermediate value of task id {tid} is missing from KV shard {node}")
                 self.stats.kv_bytes_read += len(blob)
                 out[tid] = blob
-        chunked = {tid: blob for tid, blob in out.items() if blob.startswith(chunks.CHUNKED)}
-        if chunked:
-            out.update(chunks.get_chunks(self, chunked))
-        return out
+        return self._unfit(out)
 
     # --- counters, results, events --------------------------------------------------------------
     @_traced
@@ -297,7 +347,8 @@ class JobStorage:
         """
         if value is not None:
             key = self.keys.value(value[0])
-            if not refs or self.stores.shard_for(key) is not self.stores.mds or self._n_chunks(len(value[1])) > 1:
+            if (not refs or self.stores.shard_for(key) is not self.stores.mds
+                    or self._n_chunks(len(value[1]), self.chunk_threshold) > 1):
                 self.put_value(*value)
                 value = None
         if not refs:
@@ -312,8 +363,9 @@ class JobStorage:
             claimed = self.stores.run_script("fan_in", keys, [self.ttl, *flags, *pairs])
             self._count(mds=3 * len(refs))
         else:
-            claimed = self.stores.run_script("set_fan_in", [self.keys.value(value[0]), *keys],
-                                             [self.ttl, value[1], *flags, *pairs])
+            with self._refusals(self.stores.mds, f"the output of task id {value[0]}", len(value[1])):
+                claimed = self.stores.run_script("set_fan_in", [self.keys.value(value[0]), *keys],
+                                                 [self.ttl, value[1], *flags, *pairs])
             self._count(mds=3 * len(refs), kv=1)
             self.stats.kv_bytes_written += len(value[1])
         return [ref.tid for ref, won in zip(refs, claimed) if won]
@@ -346,11 +398,14 @@ class JobStorage:
     def store_result(self, tid: int, data: bytes) -> bool:
         """Store a final result; True if it was the job's last one (the done event is pushed)."""
         done_event = json.dumps({"kind": "done"})
+        key, what = self.keys.result(tid), f"the result of task id {tid}"
+        stored = self._fit(key, data, what)  # a result too big for one string goes over the KV shards
         pipe = self.stores.mds.pipeline(transaction=False)
-        pipe.set(self.keys.result(tid), data, nx=True, ex=self.ttl)  # a duplicate's copy is not kept
+        pipe.set(key, stored, nx=True, ex=self.ttl)  # a duplicate's copy is not kept
         self.stores.run_script("store_result", [self.keys.outputs_done, self.keys.events],
                                [tid, self.n_outputs, self.ttl, done_event], pipe=pipe)
-        _, last = self.stores.execute_pipeline(pipe)
+        with self._refusals(self.stores.mds, what, len(stored)):
+            _, last = self.stores.execute_pipeline(pipe)
         self._count(mds=4)
         self.stats.mds_bytes_written += len(data)
         return bool(last)
@@ -400,8 +455,9 @@ class JobStorage:
         for tid, blob in zip(tids, blobs):
             if blob is None:
                 raise LookupError(f"final result of task id {tid} is missing from the metadata store")
-            self.stats.mds_bytes_read += len(blob)
             out[tid] = blob
+        out = self._unfit(out)
+        self.stats.mds_bytes_read += sum(map(len, out.values()))  # result bytes, wherever their chunks were
         return out
 
     # --- statistics ------------------------------------------------------------------------
@@ -462,9 +518,9 @@ class JobStorage:
         for t in range(n_tasks):
             key = k.value(t)
             by_shard[self.stores.ring.get_node(key)].append(key)
-        for tid, n in chunk_counts.items():
-            for i, node in enumerate(chunks.chunk_shards(self, int(tid), int(n))):
-                by_shard[node].append(k.chunk(int(tid), i))
+        for base, n in chunk_counts.items():
+            for i, node in enumerate(chunks.chunk_shards(self, base.decode(), int(n))):
+                by_shard[node].append(k.chunk(base.decode(), i))
         for node, keys in by_shard.items():
             self._unlink(self.stores.shards[node], keys, mds=False)
 

@@ -101,7 +101,7 @@ class ProxyServer:
 
     async def _fanout(self, m: dict) -> dict:
         job = m["job"]
-        storage = JobStorage(self._stores_for(job.storage), job.job_id, job.ttl, job.n_outputs)
+        storage = JobStorage.for_job(self._stores_for(job.storage), job)
         value = None if m["value"] is None else (m["upstream"], m["value"])
         loop = asyncio.get_running_loop()
         claimed = await loop.run_in_executor(
