@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     started_at = datetime.now(timezone.utc)
     backend_names = ["wukong"] if args.no_peers else list(BACKENDS)
+    if "distributed" in backend_names and importlib.util.find_spec("distributed") is None:
+        progress("skipping dask.distributed: it is not installed (pip install -e '.[bench]')")
+        backend_names.remove("distributed")
     progress(f"examples: {', '.join(names) or 'none'}; scale {args.scale}; schedulers: {', '.join(backend_names)}")
     backends = []
     try:
@@ -240,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
               "skipped": skipped, **measured}
     result["summary"] = summarize(result["runs"])
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    raw = args.results_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-seed.json"
+    tag = "seed" if args.scale == 1 else f"seed-scale{args.scale:g}"  # quick runs are told apart by name
+    raw = args.results_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{tag}.json"
     raw.write_text(json.dumps(result, indent=2, default=str) + "\n")
     shown = raw.resolve().relative_to(REPO) if raw.resolve().is_relative_to(REPO) else raw
     print("\n".join(table_lines(result)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_runner_runs_checks_writes_json_and_its_own_benchmarks_section(tmp_path,
     argv = ["--scale", str(TINY), "--only", "qr,cholesky", "--no-peers", "--markdown", "yes",
             "--results-dir", str(tmp_path), "--benchmarks-md", str(md)]
     assert seed_examples.main(argv) == 0
-    (raw,) = tmp_path.glob("*-seed.json")
+    (raw,) = tmp_path.glob("*-seed-scale*.json")
     result = json.loads(raw.read_text())
     assert [r["example"] for r in result["summary"]] == ["qr", "cholesky"]
     assert all(r["passed"] and r["wukong_s"] > 0 for r in result["summary"])
@@ -95,3 +96,18 @@ def test_a_failed_run_has_no_time_and_fails_the_row():
     assert not gemm["passed"] and gemm["wukong_s"] is None and gemm["wukong_vs_threaded"] is None
     assert gemm["errors"] == ["wukong: WukongError: value too large"]
     assert qr["passed"] and qr["wukong_vs_threaded"] == 1.0
+
+
+def test_wukong_demo_seed_runs_the_examples(tmp_path):
+    wukong = Path(sys.executable).with_name("wukong")
+    proc = subprocess.run([str(wukong), "demo", "--seed", "--scale", str(TINY), "--only", "qr", "--no-peers",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "| qr |" in proc.stdout and "passed: R is" in proc.stdout
+    assert len(list(tmp_path.glob("*-seed-scale*.json"))) == 1
+
+
+def test_wukong_demo_seed_flags_without_seed_are_a_usage_error():
+    wukong = Path(sys.executable).with_name("wukong")
+    proc = subprocess.run([str(wukong), "demo", "--only", "qr"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "go with --seed" in proc.stderr

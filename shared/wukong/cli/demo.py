@@ -1,6 +1,7 @@
 """``wukong demo``: the seed's tree reduction and TSQR on the embedded default, checked against numpy.
 
 Reports go to stdout (or one JSON document with ``--json``); progress bars and logs go to stderr.
+``wukong demo --seed`` runs all of the seed's examples instead, through bench/seed_examples.py.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import logging
 import operator
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
-from wukong.cli.common import EXIT_FAILED, EXIT_OK, positive_int
+from wukong.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, positive_int
 
 log = logging.getLogger("wukong.cli")
 
@@ -122,8 +124,34 @@ DEMO_JOBS: tuple[tuple[str, Callable[[Any], DemoResult]], ...] = (
 )
 
 
+#: The seed examples' runner lives in the source checkout, beside examples/, not in the package.
+SEED_RUNNER = Path(__file__).resolve().parents[3] / "bench" / "seed_examples.py"
+
+
+def run_seed_examples(args: argparse.Namespace) -> int:
+    """``wukong demo --seed``: bench/seed_examples.py with the same flags (it prints its own table)."""
+    import importlib.util
+
+    if not SEED_RUNNER.exists():
+        log.error("--seed needs a source checkout of wukong (an editable install): %s is missing", SEED_RUNNER)
+        return EXIT_FAILED
+    spec = importlib.util.spec_from_file_location("seed_examples", SEED_RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    argv = ["--scale", str(args.scale)] + [f"--only={name}" for name in args.only or []]
+    if args.results_dir is not None:
+        argv += ["--results-dir", args.results_dir]
+    return runner.main(argv + (["--no-peers"] if args.no_peers else []))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from wukong import Client, LocalCluster
+
+    if args.seed:
+        return run_seed_examples(args)
+    if args.only or args.no_peers or args.scale != 1.0:
+        log.error("--scale, --only and --no-peers go with --seed")
+        return EXIT_USAGE
 
     settings = {} if args.workers is None else {"n_workers": args.workers}
     results: list[DemoResult] = []
@@ -173,4 +201,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="local executor processes (default: WUKONG_N_WORKERS or max(2, CPUs))")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     demo.add_argument("--json", action="store_true", help="print the results and reports as one JSON document")
+    seed = demo.add_argument_group(
+        "the seed's examples", "--seed runs every script in examples/ (bench/seed_examples.py, from a source "
+        "checkout) on Wukong, Dask's threaded scheduler and dask.distributed, checking each result")
+    seed.add_argument("--seed", action="store_true", help="run the seed's examples instead of the two jobs above")
+    seed.add_argument("--scale", type=float, default=1.0, metavar="S",
+                      help="fraction of the seed's sizes along each dimension (default 1.0)")
+    seed.add_argument("--only", action="append", metavar="NAME", help="only this example (repeatable)")
+    seed.add_argument("--no-peers", action="store_true", help="Wukong only, no threaded or distributed runs")
+    seed.add_argument("--results-dir", default=None, help=argparse.SUPPRESS)  # tests keep bench/results clean
     demo.set_defaults(func=cmd_demo)
