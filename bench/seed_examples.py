@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:  # only svc has an extra; say how to install it and go on
             skipped[name] = str(exc)
             progress(f"skipping {name}: {exc}")
+    if not names:  # everything asked for was skipped: nothing ran, so nothing failed
+        progress("no example left to run")
+        return 0
     # before any backend starts: distributed's LocalCluster changes this process's BLAS environment
     facts = machine_facts()
     started_at = datetime.now(timezone.utc)

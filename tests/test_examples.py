@@ -111,3 +111,12 @@ def test_wukong_demo_seed_flags_without_seed_are_a_usage_error():
     wukong = Path(sys.executable).with_name("wukong")
     proc = subprocess.run([str(wukong), "demo", "--only", "qr"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "go with --seed" in proc.stderr
+
+
+def test_without_the_examples_extra_svc_is_skipped_with_the_pip_command():
+    # a fresh interpreter in which sklearn cannot be imported, as on a machine without the extra
+    code = ("import sys; sys.modules['sklearn'] = None; sys.path.insert(0, sys.argv[1]); "
+            "import seed_examples; sys.exit(seed_examples.main(['--only', 'svc', '--no-peers']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping svc" in proc.stderr and "pip install -e '.[examples]'" in proc.stderr
