@@ -4,6 +4,7 @@
 // packages, so no Docker and no compiler are needed, and nothing built for the packaging host
 // can slip into the bundle. Downloads and the installed set are cached per Python version
 // under the user's cache directory (the plugin's static cache already tells architectures apart).
+const crypto = require('crypto');
 const os = require('os');
 const path = require('path');
 const { settings } = require('./settings');
@@ -18,7 +19,12 @@ function platforms(machine) {
   return tags;
 }
 
+// What the zip bundle leaves out of the installed requirements (serverless.yml `slim`): the
+// libraries' own test suites (numpy, scipy, dask, ...), never imported at run time.
+const SLIM_PATTERNS = ['**/tests'];
+
 module.exports = {
+  slimPatterns: SLIM_PATTERNS,
   pipArgs: async ({ resolveVariable }) => {
     const s = await settings(resolveVariable);
     return [
@@ -32,6 +38,9 @@ module.exports = {
     const s = await settings(resolveVariable);
     const base = process.env.WUKONG_SLS_CACHE_DIR
       || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'wukong-serverless');
-    return path.join(base, `python${s.pythonVersion}`);
+    // the plugin's static cache is keyed by the requirements alone, so a change of what is
+    // slimmed away must change the folder, or an older, unslimmed install would be reused
+    const slim = crypto.createHash('sha256').update(JSON.stringify(SLIM_PATTERNS)).digest('hex').slice(0, 8);
+    return path.join(base, `python${s.pythonVersion}-slim-${slim}`);
   },
 };

@@ -1,7 +1,9 @@
 """An in-process AWS for the end-to-end tests: moto runs Step Functions (the real ASL file) and
 Lambda's API; every Lambda invoke is routed to our real handler files, with a real Redis behind them.
 
-Routing keeps Lambda's semantics: ``RequestResponse`` runs the handler in the caller's thread and
+Handlers run in this process (the development venv) by default; with ``runtime`` set to a
+``BundleRuntime`` they run in an isolated interpreter on the deployed code instead
+(tests/aws/bundle_runtime.py). Routing keeps Lambda's semantics either way: ``RequestResponse`` runs the handler in the caller's thread and
 returns its result (or a function error); ``Event`` returns at once and runs the handler on a
 thread pool, as an executor's asynchronous invoke does on AWS (DESIGN-NOTES §5).
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from bundle_runtime import BundleRuntime, FunctionError
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL = ROOT / "statemachine" / "wukong.asl.json"
@@ -77,7 +81,8 @@ def definition(arns: dict[str, str]) -> str:
 class LambdaRouter:
     """Replaces moto's simple Lambda backend's invoke with calls into our handlers."""
 
-    def __init__(self, max_workers: int = 16):
+    def __init__(self, max_workers: int = 16, runtime: BundleRuntime | None = None):
+        self.runtime = runtime
         self.handlers: dict[str, Callable] = {}
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lambda-event")
         self.lock = threading.Lock()
@@ -99,9 +104,7 @@ class LambdaRouter:
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
 
     def invoke(self, fn: Any, body: Any, invocation_type: str, response_headers: dict) -> bytes:
-        if fn.handler not in self.handlers:
-            self.handlers[fn.handler] = load_handler(fn.handler)
-        handler = self.handlers[fn.handler]
+        handler = self.handler_for(fn.handler)
         event = json.loads(body) if body else {}
         context = LambdaContext(fn.function_name, fn.function_arn, int(fn.memory_size or 128))
         if invocation_type == "Event":
@@ -114,12 +117,23 @@ class LambdaRouter:
             if gate is not None:
                 gate(event)
             result = handler(event, context)
+        except FunctionError as exc:  # raised in the bundle runtime, already in Lambda's form
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(exc.payload).encode()
         except Exception as exc:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc),
                                "stackTrace": traceback.format_tb(exc.__traceback__)}).encode()
         self.results.setdefault(fn.function_name, []).append(result)
         return json.dumps(result).encode()
+
+    def handler_for(self, name: str) -> Callable[[dict, Any], Any]:
+        if self.runtime is not None:
+            runtime = self.runtime
+            return lambda event, context: runtime.invoke(name, event, context)
+        if name not in self.handlers:
+            self.handlers[name] = load_handler(name)
+        return self.handlers[name]
 
     def _run_async(self, name: str, handler: Callable, event: dict, context: LambdaContext) -> None:
         try:

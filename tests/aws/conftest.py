@@ -1,10 +1,13 @@
 """Fixtures for the AWS runtime tests: one real Redis for the module, and per test a moto account
 with the eight functions, the bucket, the password secret and the state machine from the real ASL;
-``api`` adds API Gateway in front (tests/aws/api_gateway.py) and S3 over HTTP for presigned URLs."""
+``api`` adds API Gateway in front (tests/aws/api_gateway.py) and S3 over HTTP for presigned URLs.
+``deployed_aws`` is the same account with the handlers running from the packaged zip bundle in an
+isolated Python of Lambda's version, reaching moto over loopback HTTP as a function reaches AWS."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +16,10 @@ import botocore.session
 import pytest
 from moto import mock_aws
 
+import deploy_bundle
 from api_gateway import ApiGateway
 from aws_harness import FUNCTIONS, LambdaRouter, definition, zip_of
+from bundle_runtime import BundleRuntime
 from wukong.local.redis_server import RedisServerProcess
 from wukong.storage import RedisStores, StorageSpec
 
@@ -52,9 +57,10 @@ class Deployment:
     function_arns: dict[str, str]
 
 
-@pytest.fixture
-def aws(redis_server, monkeypatch):
-    """Everything serverless.yml deploys, in moto; the functions' environment is the process's."""
+@contextmanager
+def moto_deployment(redis_server, monkeypatch, code: deploy_bundle.FunctionCode | None = None):
+    """Everything serverless.yml deploys, in moto; the functions' environment is the process's.
+    With ``code``, the handlers run from it in a BundleRuntime instead of in this process."""
     host, port = redis_server.endpoint
     env = {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
@@ -69,6 +75,7 @@ def aws(redis_server, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     router = LambdaRouter()
     router.install(monkeypatch)
+    server = runtime = None
     with mock_aws(config=MOTO_CONFIG):
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(RoleName="wukong-lambda", AssumeRolePolicyDocument=json.dumps({
@@ -93,10 +100,43 @@ def aws(redis_server, monkeypatch):
                                            roleArn=role, type="STANDARD")["stateMachineArn"]
         monkeypatch.setenv("WUKONG_STATE_MACHINE_ARN", machine)
         try:
+            if code is not None:
+                # the runtime's boto3 reaches this account over loopback HTTP (moto's server shares
+                # the in-process backends), so its Lambda invokes come back to the router
+                from moto.server import ThreadedMotoServer
+
+                server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+                server.start()
+                endpoint = "http://%s:%d" % server.get_host_and_port()
+                router.runtime = runtime = BundleRuntime(code, {
+                    **env, "WUKONG_STATE_MACHINE_ARN": machine, "AWS_ENDPOINT_URL": endpoint,
+                    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_CONFIG_FILE": "/dev/null"})
             yield Deployment(sfn, s3, lambda_, machine, router, arns)
         finally:
-            router.close()
+            router.close()  # the Event invokes still running finish first, in the runtime too
+            if runtime is not None:
+                runtime.close()
+            if server is not None:
+                server.stop()
     assert not router.async_errors, router.async_errors
+
+
+@pytest.fixture
+def aws(redis_server, monkeypatch):
+    with moto_deployment(redis_server, monkeypatch) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def zip_code(tmp_path_factory):
+    """The packaged zip bundle, unpacked, with the Lambda runtime's Python (packaged once per session)."""
+    return deploy_bundle.zip_code(tmp_path_factory)
+
+
+@pytest.fixture
+def deployed_aws(redis_server, monkeypatch, zip_code):
+    with moto_deployment(redis_server, monkeypatch, zip_code) as deployment:
+        yield deployment
 
 
 @pytest.fixture
