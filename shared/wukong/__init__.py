@@ -20,6 +20,7 @@ from wukong.errors import (
     RedisUnavailableError,
     RemoteTaskError,
     SerializationError,
+    UnsupportedGraphError,
     ValueNotStoredError,
     WukongError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RedisUnavailableError",
     "RemoteTaskError",
     "SerializationError",
+    "UnsupportedGraphError",
     "ValueNotStoredError",
     "WukongConfig",
     "WukongError",

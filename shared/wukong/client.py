@@ -7,16 +7,24 @@ scheduler plus a key or nested list of keys, and returns values in the same nest
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+import dask
 
 from wukong.config import WukongConfig, make_config
 from wukong.graph import normalize_graph
+from wukong.graph_checks import check_out_of_process
 from wukong.job import JobRun
 from wukong.local.cluster import LocalCluster
 from wukong.progress import ProgressBar
 from wukong.report import JobReport
 from wukong.service.base import JobHandle, JobService
 from wukong.service.models import JobConfig, JobStatus
+
+
+#: Dask's setting for the shuffle of bags and dataframes built from now on ("disk", "tasks", "p2p").
+SHUFFLE_METHOD = "dataframe.shuffle.method"
 
 
 class Client:
@@ -46,6 +54,7 @@ class Client:
                 self.cluster = LocalCluster(config=cfg)
         self.progress = self.config.progress if progress is None else progress
         self.last_report: JobReport | None = None
+        self._shuffle: contextlib.AbstractContextManager | None = None  # entered by __enter__
 
     @property
     def config(self) -> WukongConfig:
@@ -73,6 +82,7 @@ class Client:
         if self.cluster.stores is None:
             raise RuntimeError("this client's cluster is closed; start a new LocalCluster")
         graph = normalize_graph(dsk, keys)
+        check_out_of_process(graph)
         bar = ProgressBar() if show else None
         run = JobRun(graph, self.cluster.stores, self.cluster.invoker, self.config, progress=bar)
         try:
@@ -96,6 +106,7 @@ class Client:
         """Start a job and return at once with its :class:`JobHandle` (``status``, ``wait``, ``result``,
         ``cancel``). ``job_config`` overrides job settings such as ``job_timeout`` for this job."""
         graph = normalize_graph(dsk, keys)  # bad keys and cycles fail here, before anything is sent
+        check_out_of_process(graph)
         status = self.service.submit(graph, JobConfig(**job_config) if job_config else None)
         handle = JobHandle(self.service, status.job_id, progress=self.progress)
         handle.last_status = status
@@ -114,11 +125,30 @@ class Client:
         if self._owns_cluster:
             self.cluster.close()
 
+    def shuffle_defaults(self) -> contextlib.AbstractContextManager:
+        """While this is entered, Dask builds collections with the task-based shuffle.
+
+        Outside dask.distributed, Dask's default shuffle for bags and dataframes is "disk"
+        (partd), whose files live on one machine's disk; Wukong's executors (Lambda) share none.
+        This does for Wukong what a distributed Client does for itself. A shuffle method the user
+        configured (``dataframe.shuffle.method``) is left as it is. ``with client:`` enters it.
+        """
+        if dask.config.get(SHUFFLE_METHOD, None) is not None:
+            return contextlib.nullcontext()
+        return dask.config.set({SHUFFLE_METHOD: "tasks"})
+
     def __enter__(self) -> "Client":
+        self._shuffle = self.shuffle_defaults()
+        self._shuffle.__enter__()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            shuffle, self._shuffle = self._shuffle, None
+            if shuffle is not None:
+                shuffle.__exit__(*exc_info)
 
     def __repr__(self) -> str:
         where = f"cluster={self.cluster!r}" if self.cluster is not None else f"endpoint={self.endpoint}"

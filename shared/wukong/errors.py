@@ -30,6 +30,11 @@ class MissingKeyError(WukongError, KeyError):
         return type(self), (self.args[0], self.message)
 
 
+class UnsupportedGraphError(WukongError, ValueError):
+    """The graph needs something its executors cannot have: the caller's memory, or on AWS a
+    local disk shared between executors."""
+
+
 class GraphCycleError(WukongError, ValueError):
     """The graph has a cycle."""
 

@@ -13,18 +13,20 @@ import logging
 import os
 import time
 import traceback
+import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from wukong import decisions
+from wukong import decisions, task_warnings
 from wukong.errors import OutputTooLargeError, RedisUnavailableError, SerializationError, ValueNotStoredError
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
 from wukong.schedule import DependentRef, Path, TaskRecord
+from wukong.scratch import take_over_dirs
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageStats
 
@@ -195,6 +197,7 @@ class _Run:
         self.held: list[_Held] = []
         self.from_holds: list[TaskRecord] = []  # fan-ins claimed by held outputs, to run here next
         self.n_polls = 0
+        self.caught: list[warnings.WarningMessage] = []  # warnings raised so far (see execute)
 
     def current_key(self) -> Any:
         """The key of the task running now (the start task before the first one runs)."""
@@ -218,6 +221,12 @@ class _Run:
         return self.records[tid]
 
     def execute(self) -> None:
+        # once per invocation, not per task (that cost ~4 us a task): each task's share is sliced out
+        with warnings.catch_warnings(record=True) as self.caught:
+            warnings.simplefilter("always")  # the caller's filters decide, when the client re-raises them
+            self._execute()
+
+    def _execute(self) -> None:
         queue: deque[TaskRecord] = deque([self.record(self.inv.start, self.inv.start_path)])
         while queue or self.held:
             if not queue:  # wait only with nothing else to do: the deadlock-freedom argument needs it
@@ -256,6 +265,7 @@ class _Run:
         hooks = self.executor.hooks
         hooks.task_started(record.key)
         t0 = time.perf_counter()
+        n_caught = len(self.caught)
         try:
             if hooks.span is None:
                 value = record.node(args)
@@ -263,10 +273,21 @@ class _Run:
                 with hooks.span("task"):
                     value = record.node(args)
         except Exception as exc:
+            self._report_warnings(record, n_caught)
             raise _TaskRaised(failure_event(record.key, exc)) from exc
         self.counts.task_seconds += time.perf_counter() - t0
         self.counts.tasks += 1
+        self._report_warnings(record, n_caught)
+        dirs = take_over_dirs(value)  # a partd object: its files must outlive this executor's copy
+        if dirs:
+            self.storage.add_scratch_dirs(dirs)
         return value
+
+    def _report_warnings(self, record: TaskRecord, since: int) -> None:
+        """Store the warnings the task raised, before anything it computed can end the job."""
+        if len(self.caught) > since:
+            self.storage.add_warnings(task_warnings.pack(self.caught[since:], record.key), task_warnings.MAX_PER_JOB)
+            del self.caught[since:]
 
     def _schedule_after(self, record: TaskRecord, value: Any) -> list[int]:
         """Store, publish, bump counters and invoke as decided; returns the tasks to run here."""

@@ -31,8 +31,10 @@ from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
+from wukong.scratch import remove_dirs
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
+from wukong.task_warnings import reissue
 from wukong.unfinished import SHOWN, KeyOrId, find_unfinished
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,8 @@ class JobRun:
                 self.invoker.invoke(payloads)
                 event = self.event = self._await(storage, job.record, started)
                 blobs = storage.results(list(job.plan.output_ids)) if event["kind"] == "done" else None
+                warned = storage.task_warnings()
+            reissue(warned)  # through the caller's filters, before the results or the error
             if blobs is not None:
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
                 status = "succeeded"
@@ -300,7 +304,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             break
         time.sleep(0.01)
         counts = storage.read_counts()
-    storage.cleanup(record.n_tasks, record.n_stored_paths)
+    remove_dirs(storage.cleanup(record.n_tasks, record.n_stored_paths))  # the local runtime's partd files
     mine = storage.stats
     c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
     executors = record.n_leaves + c.get("invoked", 0)

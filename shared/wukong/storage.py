@@ -22,6 +22,7 @@ import redis
 from uhashring import HashRing
 
 from wukong import chunks, decisions, redis_scripts
+from wukong.keyspace import KeySpace  # noqa: F401  (re-exported: callers know it as storage's)
 # re-exported: most callers know these as storage's
 from wukong.redis_connection import DEFAULT_BULK_LIMIT, bulk_limit
 from wukong.refusals import refusals
@@ -115,89 +116,6 @@ class RedisStores:
     def close(self) -> None:
         for client in {id(c): c for c in [self.mds, *self.shards.values()]}.values():
             client.close()
-
-
-class KeySpace:
-    """Names of one job's keys. Values use task ids, never Dask keys."""
-
-    def __init__(self, job_id: str):
-        self.prefix = f"wk:{job_id}:"
-
-    def path(self, pid: int) -> str:
-        return f"{self.prefix}p:{pid}"
-
-    def value(self, tid: int) -> str:
-        return f"{self.prefix}v:{tid}"
-
-    def counter(self, tid: int) -> str:
-        return f"{self.prefix}c:{tid}"
-
-    def claimer(self, tid: int) -> str:
-        """Which invocation claimed fan-in task ``tid`` (so a retry of it may claim it again)."""
-        return f"{self.prefix}o:{tid}"
-
-    def started(self, tid: int) -> str:
-        """The highest attempt of the invocation starting at ``tid`` that began running."""
-        return f"{self.prefix}s:{tid}"
-
-    def result(self, tid: int) -> str:
-        return f"{self.prefix}r:{tid}"
-
-    def chunk(self, base: str, i: int) -> str:
-        """Chunk ``i`` of a chunked blob; ``base`` names the blob and the write (see chunks.py)."""
-        return f"{self.prefix}k:{base}:{i}"
-
-    def waiter(self, tid: int) -> str:
-        """The one executor allowed to delay its I/O waiting on fan-in ``tid``'s counter."""
-        return f"{self.prefix}w:{tid}"
-
-    @property
-    def chunk_counts(self) -> str:
-        """Hash of chunk-set base -> number of chunks, so cleanup finds chunk keys without SCAN."""
-        return f"{self.prefix}chunks"
-
-    @property
-    def outputs_done(self) -> str:
-        return f"{self.prefix}outputs-done"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    @property
-    def ended(self) -> str:
-        return f"{self.prefix}ended"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.prefix}stats"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}meta"
-
-    @property
-    def record(self) -> str:
-        return f"{self.prefix}record"
-
-    # the AWS control plane's keys: the await state's task token, which token was notified, and
-    # the lease that lets one executor per interval send a heartbeat
-    @property
-    def task_token(self) -> str:
-        return f"{self.prefix}task-token"
-
-    @property
-    def notified(self) -> str:
-        return f"{self.prefix}notified"
-
-    @property
-    def heartbeat_lease(self) -> str:
-        return f"{self.prefix}heartbeat-lease"
-
-    @property
-    def lambda_deliveries(self) -> str:
-        """How often Lambda delivered each (start task, request id): its retries reuse the request id."""
-        return f"{self.prefix}lambda-deliveries"
 
 
 def _traced(method):
@@ -460,6 +378,30 @@ class JobStorage:
         self.stats.mds_bytes_read += sum(map(len, out.values()))  # result bytes, wherever their chunks were
         return out
 
+    # --- what tasks leave besides values -------------------------------------------------------
+    @_traced
+    def add_warnings(self, blobs: Sequence[bytes], keep: int) -> None:
+        """Store warnings tasks raised (at most ``keep`` per job), one round trip."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.rpush(self.keys.warnings, *blobs)
+        pipe.ltrim(self.keys.warnings, 0, keep - 1)
+        pipe.expire(self.keys.warnings, self.ttl)
+        self._execute(pipe, mds=True)
+
+    @_traced
+    def task_warnings(self) -> list[bytes]:
+        blobs = self.stores.mds.lrange(self.keys.warnings, 0, -1)
+        self._count(mds=1)
+        return blobs
+
+    @_traced
+    def add_scratch_dirs(self, paths: Sequence[str]) -> None:
+        """Record local directories a task made, for the job's end to remove (see wukong.scratch)."""
+        pipe = self.stores.mds.pipeline(transaction=False)
+        pipe.sadd(self.keys.scratch_dirs, *paths)
+        pipe.expire(self.keys.scratch_dirs, self.ttl)
+        self._execute(pipe, mds=True)
+
     # --- statistics ------------------------------------------------------------------------
     @_traced
     def flush_counts(self, counts: dict[str, int | float]) -> None:
@@ -495,21 +437,23 @@ class JobStorage:
 
     # --- cleanup -----------------------------------------------------------------------------
     @_traced
-    def cleanup(self, n_tasks: int, n_paths: int) -> None:
-        """Delete every key the job can have written, computed from the plan (no SCAN).
+    def cleanup(self, n_tasks: int, n_paths: int) -> list[str]:
+        """Delete every key the job can have written, computed from the plan (no SCAN); returns the
+        local directories its tasks left for the caller to remove (:mod:`wukong.scratch`).
 
         The job is first recorded as ended, so an executor still running (a long task, a late
         Lambda retry) stops at its next check instead of writing keys nobody will delete.
         """
         k = self.keys
-        pipe = self.stores.mds.pipeline(transaction=False)  # one round trip: tombstone, chunk counts
+        pipe = self.stores.mds.pipeline(transaction=False)  # one round trip: tombstone, chunk sets, dirs
         self.stores.run_script("tombstone", [redis_scripts.ENDED_JOBS],
                                [self.job_id, time.time(), redis_scripts.ENDED_JOBS_KEEP], pipe=pipe)
         pipe.hgetall(k.chunk_counts)
-        _, chunk_counts = self.stores.execute_pipeline(pipe)
-        self._count(mds=3)
+        pipe.smembers(k.scratch_dirs)
+        _, chunk_counts, dirs = self.stores.execute_pipeline(pipe)
+        self._count(mds=4)
         mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
-                    k.heartbeat_lease, k.chunk_counts, k.lambda_deliveries]
+                    k.heartbeat_lease, k.chunk_counts, k.lambda_deliveries, k.scratch_dirs, k.warnings]
         mds_keys += [k.path(p) for p in range(n_paths)]
         for make in (k.counter, k.claimer, k.started, k.result, k.waiter):
             mds_keys += [make(t) for t in range(n_tasks)]
@@ -523,6 +467,7 @@ class JobStorage:
                 by_shard[node].append(k.chunk(base.decode(), i))
         for node, keys in by_shard.items():
             self._unlink(self.stores.shards[node], keys, mds=False)
+        return sorted(d.decode() for d in dirs)
 
     def _unlink(self, client: redis.Redis, keys: list[str], mds: bool) -> None:
         for i in range(0, len(keys), _BATCH):

@@ -15,6 +15,7 @@ from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, job_config
 from wukong.config import WukongConfig
 from wukong.graph import normalize_graph
+from wukong.graph_checks import check_shared_nothing
 from wukong.job import plan_job
 from wukong.serialization import loads
 from wukong.storage import JobStorage
@@ -70,6 +71,7 @@ def plan(event: dict, obs: Observability, context: Any = None) -> dict:
         with obs.span("load graph"):
             dsk, keys = loads(load_graph_blob(event.get("graph") or {}, services))
         graph = normalize_graph(dsk, keys)
+        check_shared_nothing(graph)  # executors share no disk here, nor the caller's memory
         with obs.span("plan"):
             job = plan_job(graph, services.stores(), config, job_id=job_id, spec=services.public_spec())
         if not graph.output_ids:  # nothing requested: the job is done before it starts
