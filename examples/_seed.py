@@ -13,14 +13,21 @@ from typing import Any
 
 
 def scaled(seed_size: int, scale: float, minimum: int = 1) -> int:
-    """``seed_size * scale`` rounded, but at least ``minimum``: scale 1.0 is the seed's own size.
-
-    The examples scale every dimension and every chunk size by the same factor, so the block grid
-    (and with it the task graph) stays the seed's while the data shrinks.
-    """
+    """``seed_size * scale`` rounded, but at least ``minimum``: scale 1.0 is the seed's own size."""
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     return max(minimum, round(seed_size * scale))
+
+
+def scaled_grid(seed_size: int, seed_chunk: int, scale: float, min_chunk: int = 1) -> tuple[int, int]:
+    """``(size, chunk)`` for a chunked dimension at ``scale``: the chunk scales, the number of blocks stays.
+
+    So the task graph of a quick run is the seed's, block for block; only the data shrinks.
+    """
+    if seed_size % seed_chunk:
+        raise ValueError(f"{seed_size} is not a whole number of {seed_chunk}-chunks")
+    chunk = scaled(seed_chunk, scale, min_chunk)
+    return chunk * (seed_size // seed_chunk), chunk
 
 
 def script_main(run: Callable[..., tuple[Any, str]], description: str) -> None:

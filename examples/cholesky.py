@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled_grid, script_main
 
 SIZE, CHUNK = 100, 25
 
@@ -21,7 +21,7 @@ def get_sym(input_size, chunks):
 
 def build(scale: float = 1.0):
     """``chol = da.linalg.cholesky(X, lower=False)`` at ``scale`` of the seed's size, and its check."""
-    n, c = scaled(SIZE, scale, minimum=4), scaled(CHUNK, scale)
+    n, c = scaled_grid(SIZE, CHUNK, scale)
     input_matrix = get_sym(n, chunks=(c, c))
     X = da.asarray(input_matrix, chunks=(c, c))
     # Pass 'True' for the 'lower' parameter if you wish to compute the lower cholesky decomposition.

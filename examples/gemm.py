@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled_grid, script_main
 
 SIZE, CHUNK = 10_000, 2_000
 
 
 def build(scale: float = 1.0):
     """``z = da.matmul(x, y)`` at ``scale`` of the seed's size, and its check; ``(collection, check)``."""
-    n, c = scaled(SIZE, scale, minimum=5), scaled(CHUNK, scale)
+    n, c = scaled_grid(SIZE, CHUNK, scale)
     x = da.random.random((n, n), chunks=(c, c))
     y = da.random.random((n, n), chunks=(c, c))
     z = da.matmul(x, y)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled_grid, script_main
 
 SIZE, CHUNK_ROWS = 128, 16
 
 
 def build(scale: float = 1.0):
     """``r`` of ``q, r = da.linalg.qr(X)`` at ``scale`` of the seed's size, and its check."""
-    n = scaled(SIZE, scale, minimum=8)
-    X = da.random.random((n, n), chunks=(scaled(CHUNK_ROWS, scale), n))
+    n, chunk_rows = scaled_grid(SIZE, CHUNK_ROWS, scale)
+    X = da.random.random((n, n), chunks=(chunk_rows, n))
     q, r = da.linalg.qr(X)
 
     def check(got) -> str:

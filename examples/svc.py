@@ -8,7 +8,7 @@ Needs the ``examples`` extra (scikit-learn, dask-ml, pandas). Checked against th
 from __future__ import annotations
 
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled_grid, script_main
 
 EXTRA_MISSING = "examples/svc.py needs scikit-learn, dask-ml and pandas: pip install -e '.[examples]'"
 try:
@@ -28,7 +28,7 @@ def build(scale: float = 1.0):
     clf = ParallelPostFit(SVC(gamma='scale'))
     clf.fit(X, y)
 
-    n_samples = scaled(N_SAMPLES, scale, minimum=20)
+    n_samples, _ = scaled_grid(N_SAMPLES, N_SAMPLES // 20, scale)  # 20 chunks, as the seed's text makes them
     X, y = dask_ml.datasets.make_classification(n_samples=n_samples,
                                                 random_state=100000,
                                                 chunks=n_samples // 20)

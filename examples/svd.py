@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled, scaled_grid, script_main
 
 ROWS, COLS, CHUNK_ROWS = 200_000, 100, 10_000
 
 
 def build(scale: float = 1.0):
     """``v`` of ``u, s, v = da.linalg.svd(X)`` at ``scale`` of the seed's size, and its check."""
-    rows, cols = scaled(ROWS, scale, minimum=40), scaled(COLS, scale, minimum=2)
-    X = da.random.random((rows, cols), chunks=(scaled(CHUNK_ROWS, scale, minimum=2), cols))
+    rows, chunk_rows = scaled_grid(ROWS, CHUNK_ROWS, scale, min_chunk=2)
+    cols = scaled(COLS, scale, minimum=2)
+    X = da.random.random((rows, cols), chunks=(chunk_rows, cols))
     u, s, v = da.linalg.svd(X)
 
     def check(got) -> str:

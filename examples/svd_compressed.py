@@ -10,14 +10,14 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled_grid, script_main
 
 SIZE, CHUNK, K = 10_000, 2_000, 5
 
 
 def build(scale: float = 1.0):
     """``v`` of ``u, s, v = da.linalg.svd_compressed(X, k=5)`` at ``scale`` of the seed's size, and its check."""
-    n, c = scaled(SIZE, scale, minimum=2 * K), scaled(CHUNK, scale, minimum=K)
+    n, c = scaled_grid(SIZE, CHUNK, scale, min_chunk=K)
     X = da.random.random((n, n), chunks=(c, c))
     u, s, v = da.linalg.svd_compressed(X, k=K)
 

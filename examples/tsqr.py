@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from _seed import scaled, script_main
+from _seed import scaled, scaled_grid, script_main
 
 ROWS, COLS, CHUNK_ROWS = 262_144, 128, 8192
 
 
 def build(scale: float = 1.0):
     """``r`` of ``q, r = da.linalg.tsqr(X)`` at ``scale`` of the seed's size, and its check."""
-    rows, cols = scaled(ROWS, scale, minimum=64), scaled(COLS, scale, minimum=2)
-    X = da.random.random((rows, cols), chunks=(scaled(CHUNK_ROWS, scale, minimum=2), cols))
+    rows, chunk_rows = scaled_grid(ROWS, CHUNK_ROWS, scale, min_chunk=2)
+    cols = scaled(COLS, scale, minimum=2)
+    X = da.random.random((rows, cols), chunks=(chunk_rows, cols))
     q, r = da.linalg.tsqr(X)
 
     def check(got) -> str:
