@@ -119,3 +119,12 @@ def test_a_failing_tasks_warnings_come_before_its_error(client):
 
     with pytest.warns(RuntimeWarning, match="about to fail"), pytest.raises(ValueError, match="failed"):
         client.get({"a": 1, "b": (warn_then_fail, "a")}, "b")
+
+
+def test_a_requested_literal_is_the_callers_own_object(client):
+    class Thing:
+        pass
+
+    thing = Thing()
+    assert dask.delayed(thing).compute(scheduler=client.get) is thing  # as dask.local returns data
+    assert client.get({"t": (type, "x"), "x": thing}, ["x", "t"])[0] is thing

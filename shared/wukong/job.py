@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from dask._task_spec import DataNode
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
@@ -211,6 +212,9 @@ class JobRun:
             reissue(warned)  # through the caller's filters, before the results or the error
             if blobs is not None:
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
+                # a requested literal is the caller's own object, as Dask's local schedulers return it
+                values.update({self.graph.keys[tid]: self.graph.nodes[tid].value for tid in self.graph.output_ids
+                               if isinstance(self.graph.nodes[tid], DataNode)})
                 status = "succeeded"
                 return nested_get(self.graph.requested, values)
             status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
