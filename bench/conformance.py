@@ -52,13 +52,32 @@ IDENTITY = "object identity: the test expects the very object it put in the grap
 LOCKS = "locks: a threading lock shared between the caller and its tasks cannot cross processes"
 LOOKUP = "tests Dask's scheduler lookup or a scheduler's own options, which the routing replaces"
 REASONS: dict[str, str] = {
+    # bag
     "test_take_npartitions_warn": WARNINGS,
-    "test_from_delayed_iterator": UNPICKLABLE,
+    "test_from_delayed_iterator": UNPICKLABLE,  # a task returns a generator
+    "test_reductions_are_lazy": UNPICKLABLE,  # a generator partition, and state shared with it
+    "test_to_delayed_optimize_graph": SIDE_EFFECTS,  # counts calls of a monkeypatched function
+    "test_bag_with_single_callable": IDENTITY,  # a lambda comes back as an equal-less copy
+    # list == compares numpy arrays by identity first; copies compare elementwise and raise
+    "test_repartition_partition_size_complex_dtypes": IDENTITY,
+    # delayed
+    "test_traverse_false": IDENTITY,
 }
 
-# Wukong-only failures whose cause is known and being fixed (see docs/conformance.md). CI tolerates
-# these, and only these; each pattern matches node ids with fnmatch.
+# Wukong-only failures whose cause is diagnosed (docs/conformance.md lists them with the rest).
+# CI tolerates these, and only these, until they are fixed; in the node id patterns, * is a wildcard.
+PARTD = ("bag groupby with the disk shuffle (partd): the executor that created the partd.File drops "
+         "it, and its __del__ deletes the directory other executors still write to")
+DATA_NODE = ("a requested key whose task is plain data (a DataNode) comes back as a pickled copy; Dask's "
+             "local schedulers hand back the graph's own object (dask.local.start_state evaluates "
+             "DataNodes in the caller)")
 KNOWN_WUKONG_BUGS: dict[str, str] = {
+    **{f"dask/bag/tests/test_bag.py::{name}": PARTD for name in (
+        "test_groupby", "test_groupby_with_indexer", "test_groupby_with_npartitions_changed",
+        "test_groupby_with_scheduler_func", "test_bag_groupby_pure_hash", "test_bag_groupby_normal_hash",
+        "test_repeated_groupby", "test_msgpack_unicode", "test_temporary_directory",
+        "test_bag_groupby_dataclass[*-disk-*]", "test_bag_groupby_none[*-disk]")},
+    "dask/tests/test_delayed.py::test_callable_obj": DATA_NODE,
 }
 
 
@@ -68,21 +87,20 @@ def dask_dir() -> Path:
     return Path(dask.__file__).resolve().parent
 
 
-def pytest_command(suite: str, scheduler: str, results: Path, args: argparse.Namespace,
-                   extra: list[str] | None = None) -> list[str]:
-    """The pytest run of one suite under one scheduler: Dask's tests as shipped, no project ini
-    (``-c os.devnull``: the repo's own pytest settings must not apply), one process."""
-    package = dask_dir()
-    cmd = [sys.executable, "-m", "pytest", str(package / SUITES[suite]),
+def pytest_command(targets: list[str], scheduler: str, results: Path, timeout: float,
+                   workers: int, k: str | None = None, rootdir: Path | None = None) -> list[str]:
+    """The pytest run of some of Dask's tests (paths or node ids relative to site-packages) under
+    one scheduler: the tests as shipped, without the repo's pytest settings (``-c os.devnull``),
+    in one process."""
+    rootdir = rootdir or dask_dir().parent
+    cmd = [sys.executable, "-m", "pytest", *[str(rootdir / t) for t in targets],
            "-p", "conformance_plugin", f"--conformance-scheduler={scheduler}",
            f"--conformance-results={results}", "--conformance-resume",
-           f"--conformance-workers={args.workers}",
-           "-c", os.devnull, f"--rootdir={package.parent}", "-p", "no:cacheprovider",
-           f"--timeout={args.timeout}", "-q", "-rN", "--no-header", "-W",
+           f"--conformance-workers={workers}",
+           "-c", os.devnull, f"--rootdir={rootdir}", "-p", "no:cacheprovider",
+           f"--timeout={timeout}", "-q", "-rN", "--no-header", "-W",
            "ignore::pytest.PytestUnknownMarkWarning"]
-    if args.k:
-        cmd += ["-k", args.k]
-    return cmd + (extra or [])
+    return cmd + (["-k", k] if k else [])
 
 
 def plugin_env() -> dict[str, str]:
@@ -99,20 +117,48 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_suite(suite: str, scheduler: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Runs one suite under one scheduler to the end, restarting pytest after a crash (the test in
-    progress is recorded as "crashed"). Returns the run's facts for the summary."""
+    """Runs one suite under one scheduler, then re-runs its timed-out tests with a longer timeout
+    (slow is not wrong; the doc lists how slow). Returns the run's facts for the summary."""
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     results = work / f"{suite}.{scheduler}.jsonl"
+    tag = f"[{suite} / {scheduler}]"
+    started = time.monotonic()
+    command = pytest_command(["dask/" + SUITES[suite]], scheduler, results, args.timeout, args.workers, args.k)
+    exit_code, restarts = run_to_end(command, results, tag, args)
+    done = read_results(results)
+    timed_out = sorted(n for n, r in done.items() if r["message"].startswith("Failed: Timeout"))
+    if timed_out and args.retry_timeout > args.timeout:
+        print(f"{tag} re-running {len(timed_out)} timed-out tests with a {args.retry_timeout:.0f} s timeout",
+              file=sys.stderr, flush=True)
+        retry = work / f"{suite}.{scheduler}.retry.jsonl"
+        retry.unlink(missing_ok=True)
+        run_to_end(pytest_command(timed_out, scheduler, retry, args.retry_timeout, args.workers),
+                   retry, tag + " (timeouts)", args)
+        for nodeid, r in read_results(retry).items():
+            r["message"] = (f"needed {r['duration']:.0f} s, over the {args.timeout:.0f} s timeout; "
+                            + r["message"]).rstrip("; ")
+            r["slow"] = True
+            done[nodeid] = r
+    counts = Counter(r["outcome"] for r in done.values())
+    seconds = time.monotonic() - started
+    print(f"{tag} finished: {len(done)} tests, {dict(counts)} in {seconds:.0f} s",
+          file=sys.stderr, flush=True)
+    return {"results": done, "counts": dict(counts), "seconds": round(seconds, 1),
+            "exit_code": exit_code, "restarts": restarts}
+
+
+def run_to_end(command: list[str], results: Path, tag: str, args: argparse.Namespace) -> tuple[int, int]:
+    """Runs pytest until every selected test has a result: after a crash (a segfault, a timeout
+    that had to kill the process), the test in progress is recorded as "crashed" and the session
+    resumes after it. Returns pytest's last exit code and the number of restarts."""
     if not args.resume:
         results.unlink(missing_ok=True)
-    log = open(work / f"{suite}.{scheduler}.log", "a", encoding="utf-8")
-    tag = f"[{suite} / {scheduler}]"
+    log = open(results.with_suffix(".log"), "a" if args.resume else "w", encoding="utf-8")
     started = time.monotonic()
     restarts = 0
     while True:
-        proc = subprocess.Popen(pytest_command(suite, scheduler, results, args), cwd=ROOT,
-                                env=plugin_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=ROOT, env=plugin_env(), stdout=log, stderr=subprocess.STDOUT)
         last_report = 0.0
         while proc.poll() is None:
             time.sleep(1)
@@ -138,13 +184,7 @@ def run_suite(suite: str, scheduler: str, args: argparse.Namespace) -> dict[str,
             f.write(json.dumps({"nodeid": crashed, "outcome": "crashed", "duration": 0.0,
                                 "message": f"the pytest session died (exit {proc.returncode})"}) + "\n")
     log.close()
-    done = read_results(results)
-    counts = Counter(r["outcome"] for r in done.values())
-    seconds = time.monotonic() - started
-    print(f"{tag} finished: {len(done)} tests, {dict(counts)} in {seconds:.0f} s",
-          file=sys.stderr, flush=True)
-    return {"results": done, "counts": dict(counts), "seconds": round(seconds, 1),
-            "exit_code": proc.returncode, "restarts": restarts}
+    return proc.returncode, restarts
 
 
 def reason_for(nodeid: str, message: str) -> str:
@@ -163,7 +203,8 @@ def reason_for(nodeid: str, message: str) -> str:
 
 def known_bug(nodeid: str) -> str | None:
     for pattern, why in KNOWN_WUKONG_BUGS.items():
-        if fnmatch.fnmatchcase(nodeid, pattern):
+        # only * is a wildcard: the brackets of parametrized ids are literal
+        if fnmatch.fnmatchcase(nodeid, pattern.replace("[", "[[]")):
             return why
     return None
 
@@ -183,7 +224,20 @@ def summarize_suite(suite: str, runs: dict[str, dict[str, Any]], args: argparse.
         "schedulers": {s: {k: run[k] for k in ("counts", "seconds", "exit_code", "restarts")}
                        for s, run in runs.items()},
         "not_passed": dict(sorted(not_passed.items())),
+        "slowest": slowest_under_wukong(runs),
     }
+
+
+def slowest_under_wukong(runs: dict[str, dict[str, Any]], n: int = 10) -> list[dict[str, Any]]:
+    """The tests Wukong adds the most time to, among those both schedulers ran to the end:
+    per-job latency shows up in tests that compute thousands of tiny graphs."""
+    if not set(SCHEDULERS) <= set(runs):
+        return []
+    wk, mp = runs["wukong"]["results"], runs["multiprocessing"]["results"]
+    both = [(wk[t]["duration"] - mp[t]["duration"], t) for t in wk.keys() & mp.keys()
+            if wk[t]["outcome"] == mp[t]["outcome"] == "passed"]
+    return [{"nodeid": t, "wukong_s": round(wk[t]["duration"], 2), "multiprocessing_s": round(mp[t]["duration"], 2)}
+            for extra, t in sorted(both, reverse=True)[:n] if extra > 1.0]
 
 
 def classify(entry: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, dict[str, str]]]]]:
@@ -275,6 +329,12 @@ def write_doc(summary: dict[str, Any]) -> None:
                 details.append(f"- `{_short(nodeid)}`: `{mp['message']}` "
                                f"({reason_for(nodeid, mp['message'])})")
             details.append("")
+        if entry.get("slowest"):
+            details.append("**Where Wukong adds the most time** (tests passing under both):")
+            details.append("")
+            details += [f"- `{_short(r['nodeid'])}`: {r['wukong_s']:.1f} s, multiprocessing "
+                        f"{r['multiprocessing_s']:.1f} s" for r in entry["slowest"]]
+            details.append("")
     DOC_PATH.write_text("\n".join(lines + [""] + details).rstrip() + "\n", encoding="utf-8")
 
 
@@ -297,6 +357,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run only under this scheduler (repeatable; default: both)")
     p.add_argument("-k", default=None, help="pytest -k expression selecting tests inside the suites")
     p.add_argument("--timeout", type=float, default=120, help="per-test timeout in seconds (default 120)")
+    p.add_argument("--retry-timeout", type=float, default=600,
+                   help="timeout for re-running the tests that timed out (default 600; 0: no re-run)")
     p.add_argument("--jobs", type=int, default=1,
                    help="pytest runs at once (default 1: on a small machine, runs disturb each other)")
     p.add_argument("--workers", type=int, default=2,
