@@ -127,3 +127,13 @@ def test_seed_sizes_a_600_mb_result_and_a_fan_in_of_two_600_mb_values_on_the_def
     assert client.last_report.kv_bytes_written >= 2 * n  # both inputs of the fan-in were stored
     del c
     check_no_keys_left(client)
+
+
+def test_a_value_over_the_embedded_servers_memory_cap_fails_naming_task_size_and_cap():
+    with LocalCluster(n_workers=1, redis_maxmemory=64 * MB, job_timeout=60) as cluster, Client(cluster) as client:
+        dsk = {"big": (full, 100 * MB, 1.0), "a": (np.sum, "big"), "b": (np.max, "big")}
+        with pytest.raises(ValueNotStoredError) as info:
+            client.get(dsk, ["a", "b"])
+        text = str(info.value)
+        assert "'big'" in text and "104,857,7" in text and "maxmemory is 67,108,864 bytes" in text
+        assert client.get({"x": 1, "y": (float, "x")}, "y") == 1.0  # nothing was written: the server is fine

@@ -67,12 +67,14 @@ def put_chunks(storage: "JobStorage", key: str, data: bytes | memoryview, n: int
     pipe.expire(storage.keys.chunk_counts, storage.ttl)
     storage._execute(pipe, mds=True)
     size, view = -(-len(data) // n), memoryview(data)
-    pipes = {}
+    pipes, sent = {}, defaultdict(int)
     for i, node in enumerate(chunk_shards(storage, chunk_set.base, n)):
         pipe = pipes.setdefault(node, storage.stores.shards[node].pipeline(transaction=False))
-        pipe.set(storage.keys.chunk(chunk_set.base, i), view[i * size:(i + 1) * size], ex=storage.ttl)
+        chunk = view[i * size:(i + 1) * size]
+        pipe.set(storage.keys.chunk(chunk_set.base, i), chunk, ex=storage.ttl)
+        sent[node] += len(chunk)
     for node, pipe in pipes.items():
-        with storage._refusals(storage.stores.shards[node], f"a chunk of {what}", size):
+        with storage._refusals(storage.stores.shards[node], f"part of {what}", sent[node]):
             storage._execute(pipe, mds=False)
     storage.stats.kv_bytes_written += len(data)
     return chunk_set.stand_in()

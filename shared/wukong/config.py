@@ -51,6 +51,10 @@ class WukongConfig(BaseSettings):
     num_kv_shards: int = Field(
         default=1, ge=1, le=64, description="Embedded mode: how many Redis servers hold intermediate values."
     )
+    redis_maxmemory: int | None = Field(
+        default=None, ge=1 << 20, description="Embedded mode: bytes each Redis server may hold (maxmemory, "
+        "noeviction); a value that does not fit fails its job naming the task, the size and this cap. "
+        "None: as much as the machine gives.")
     job_ttl: int = Field(
         default=6 * 3600, ge=60, description="Every job key expires this long after it was written."
     )

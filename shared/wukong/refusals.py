@@ -14,6 +14,32 @@ from wukong.errors import ValueNotStoredError
 
 #: Writes shorter than this are never mistaken for refusals: a reset on them is a lost server.
 REFUSABLE = 1 << 20
+#: Writes at least this long are first checked against the server's free memory: a server takes
+#: one write past its maxmemory (it checks before reading the value), then refuses every write,
+#: so the job would fail at some small write later, blaming the wrong task.
+CHECKED = 64 << 20
+
+
+def check_room(client: redis.Redis, server: str, what: str, nbytes: int) -> None:
+    """Refuse, before sending it, a write of ``nbytes`` that the server has no memory for: over
+    its maxmemory, or (without one) over what its machine has left."""
+    if nbytes < CHECKED:
+        return
+    try:
+        info = client.info("memory")
+    except redis.ResponseError:  # INFO not allowed (a restricted ACL): the write itself will tell
+        return
+    used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    machine = int(info.get("total_system_memory", 0))
+    if cap and used + nbytes > cap:
+        limit = f"its maxmemory is {cap:,} bytes, {used:,} in use"
+    elif not cap and machine and used + nbytes > machine:
+        limit = f"its machine has {machine:,} bytes of memory, {used:,} in use by it"
+    else:
+        return
+    raise ValueNotStoredError(
+        what, nbytes, f"Redis server {server} has no room for it ({limit}); give the stores more memory "
+        "(maxmemory, a bigger node) or more KV shards, or make the value smaller")
 
 
 def _config_value(client: redis.Redis, name: str) -> int | None:

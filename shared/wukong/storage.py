@@ -25,7 +25,7 @@ from wukong import chunks, decisions, redis_scripts
 from wukong.keyspace import KeySpace  # noqa: F401  (re-exported: callers know it as storage's)
 # re-exported: most callers know these as storage's
 from wukong.redis_connection import DEFAULT_BULK_LIMIT, bulk_limit
-from wukong.refusals import refusals
+from wukong.refusals import CHECKED, check_room, refusals
 from wukong.redis_connection import Endpoint, StorageSpec, connect, spec_from_config  # noqa: F401
 from wukong.schedule import DependentRef
 
@@ -220,7 +220,11 @@ class JobStorage:
         return {**blobs, **chunks.get_chunks(self, stand_ins)} if stand_ins else blobs
 
     def _refusals(self, client: redis.Redis, what: str, nbytes: int):
+        """Check the server has room for a big write, and classify the write's errors by cause."""
         server = next((node for node, c in self.stores.shards.items() if c is client), "the MDS")
+        if nbytes >= CHECKED:
+            check_room(client, server, what, nbytes)
+            self._count(**({"mds": 1} if client is self.stores.mds else {"kv": 1}))
         return refusals(client, server, what, nbytes, self.value_limit)
 
     # --- intermediate values ------------------------------------------------------------------

@@ -90,10 +90,10 @@ class LocalCluster:
         if existing is not None:
             return existing
         binary = find_redis_binary()
-        first = RedisServerProcess(binary).start()
+        first = RedisServerProcess(binary, maxmemory=cfg.redis_maxmemory).start()
         self.servers.append(first)
         for _ in range(cfg.num_kv_shards - 1):
-            self.servers.append(RedisServerProcess(binary, password=first.password).start())
+            self.servers.append(RedisServerProcess(binary, password=first.password, maxmemory=cfg.redis_maxmemory).start())
         return StorageSpec(
             mds=first.endpoint,
             kv=tuple(s.endpoint for s in self.servers),

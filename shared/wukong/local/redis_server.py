@@ -46,9 +46,10 @@ def free_port() -> int:
 class RedisServerProcess:
     """One Redis server on 127.0.0.1, owned by this process."""
 
-    def __init__(self, binary: str | None = None, password: str | None = None):
+    def __init__(self, binary: str | None = None, password: str | None = None, maxmemory: int | None = None):
         self.binary = binary or find_redis_binary()
         self.password = password or secrets.token_urlsafe(24)
+        self.maxmemory = maxmemory  # bytes; None: as much as the machine gives
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
@@ -90,6 +91,9 @@ class RedisServerProcess:
                 f'dir "{Path(self._dir.name)}"',
                 "loglevel warning",
                 "maxclients 10000",
+                # a cap refuses writes (noeviction: a job's values must never vanish), which
+                # Wukong reports naming the task, the size and the cap
+                *([f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"] if self.maxmemory else []),
                 "",
             ]
         )
