@@ -128,3 +128,16 @@ def test_a_requested_literal_is_the_callers_own_object(client):
     thing = Thing()
     assert dask.delayed(thing).compute(scheduler=client.get) is thing  # as dask.local returns data
     assert client.get({"t": (type, "x"), "x": thing}, ["x", "t"])[0] is thing
+
+
+def test_warnings_reach_a_caller_of_the_job_api(cluster):
+    from wukong.service.local import LocalJobService
+
+    with Client(cluster) as client:
+        handle = client.submit({"a": 1, "b": (warn_twice, "a")}, "b")  # through the job service
+        with pytest.warns(UserWarning, match="careful with 1"), pytest.warns(DeprecationWarning, match="old API"):
+            assert handle.result() == 2
+        assert isinstance(client.service, LocalJobService)
+        status = handle.status()
+        assert [w.task for w in status.warnings] == ["'b'", "'b'"]
+        assert {w.category for w in status.warnings} == {"builtins.UserWarning", "builtins.DeprecationWarning"}

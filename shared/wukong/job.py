@@ -35,7 +35,7 @@ from wukong.schedule import JobPlan, generate_schedules
 from wukong.scratch import remove_dirs
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
-from wukong.task_warnings import reissue
+from wukong.task_warnings import TaskWarning, reissue, unpack
 from wukong.unfinished import SHOWN, KeyOrId, find_unfinished
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ class JobRun:
     """Drives one job to its end and turns the outcome into results or an exception."""
 
     def __init__(self, graph: TaskGraph, stores: RedisStores, invoker: Invoker, config: WukongConfig,
-                 progress: ProgressCallback | None = None, job_id: str | None = None):
+                 progress: ProgressCallback | None = None, job_id: str | None = None,
+                 reissue_warnings: bool = True):
         # chosen up front, so a job service can cancel (JobStorage.end_job) even while it plans
         self.job_id = job_id or new_job_id()
         self.event: dict | None = None  # the job's ending event (done or failure) once it has one
@@ -192,6 +193,9 @@ class JobRun:
         self.config = config
         self.progress = progress
         self.report: JobReport | None = None
+        # warnings the job's tasks raised; a job service passes them on to its remote caller instead
+        self.reissue_warnings = reissue_warnings
+        self.warnings: list[TaskWarning] = []
 
     def run(self) -> Any:
         """Run the job; return the requested keys' values in the shape they were asked for."""
@@ -209,7 +213,9 @@ class JobRun:
                 event = self.event = self._await(storage, job.record, started)
                 blobs = storage.results(list(job.plan.output_ids)) if event["kind"] == "done" else None
                 warned = storage.task_warnings()
-            reissue(warned)  # through the caller's filters, before the results or the error
+            self.warnings = unpack(warned)
+            if self.reissue_warnings:  # through the caller's filters, before the results or the error
+                reissue(self.warnings)
             if blobs is not None:
                 values = {self.graph.keys[tid]: loads(blob) for tid, blob in blobs.items()}
                 # a requested literal is the caller's own object, as Dask's local schedulers return it

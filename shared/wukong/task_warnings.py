@@ -9,6 +9,7 @@ carries a note naming the task.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Hashable, Sequence
@@ -32,6 +33,26 @@ class TaskWarning:
     module: str | None  # the module that warned, as the caller's filters match it
     key: str  # repr of the task's key
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the job API (no pickle): the category by its dotted name, the text."""
+        return {"category": f"{self.category.__module__}.{self.category.__qualname__}", "message": str(self.message),
+                "filename": self.filename, "lineno": self.lineno, "module": self.module, "task": self.key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskWarning":
+        return cls(data["message"], _category(data["category"]), data["filename"], data["lineno"],
+                   data.get("module"), data["task"])
+
+
+def _category(dotted: str) -> type[Warning]:
+    """The warning class a dotted name names, or UserWarning when this process cannot import it."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return UserWarning
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
+
 
 def _module_of(filename: str) -> str | None:
     for name, module in list(sys.modules.items()):
@@ -52,18 +73,25 @@ def pack(caught: Sequence[warnings.WarningMessage], key: Hashable) -> list[bytes
     return out
 
 
-def reissue(blobs: Sequence[bytes], registry: dict | None = None) -> None:
-    """Raise each stored warning again in this process, through the caller's filters.
+def unpack(blobs: Sequence[bytes]) -> list[TaskWarning]:
+    """The stored warnings; one whose category class cannot be imported here is left out."""
+    out = []
+    for blob in blobs:
+        try:
+            out.append(loads(blob))
+        except Exception:
+            continue
+    return out
+
+
+def reissue(items: Sequence[TaskWarning], registry: dict | None = None) -> None:
+    """Raise each warning again in this process, through the caller's filters.
 
     ``registry`` deduplicates like a module's ``__warningregistry__`` (the "default" action shows
     a warning once per place it comes from); an error filter's exception names the task.
     """
     registry = {} if registry is None else registry
-    for blob in blobs:
-        try:
-            w: TaskWarning = loads(blob)
-        except Exception:  # a category class this process cannot import: nothing to raise it as
-            continue
+    for w in items:
         # module=None, passed explicitly, makes CPython drop the warning: leave it out when unknown
         where = {"module": w.module} if w.module else {}
         try:

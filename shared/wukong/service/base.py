@@ -15,6 +15,7 @@ from wukong.job import raise_job_error
 from wukong.progress import ProgressBar
 from wukong.report import JobReport
 from wukong.serialization import loads
+from wukong.task_warnings import TaskWarning, reissue
 from wukong.service.models import JobConfig, JobState, JobStatus, event_from_error
 
 #: Longest a single status call may block waiting for a job to end (server-side long poll).
@@ -126,6 +127,8 @@ class JobHandle:
     def result(self, progress: bool | None = None) -> Any:
         """Wait for the job, then return its values, or re-raise the failing task's own exception."""
         st = self.wait(progress)
+        # the tasks' warnings go through this process's filters, before the results or the error
+        reissue([TaskWarning.from_dict(w.model_dump()) for w in st.warnings])
         if st.state is not JobState.succeeded:
             if st.error is None:
                 raise JobNotFinishedError(f"job {self.job_id} is {st.state.value} and has no error to report")

@@ -82,8 +82,9 @@ class LocalJobService(JobService):
             job.state = JobState.running
             job.tasks_done = done
 
+        # the tasks' warnings travel in the job's status, to be raised in the caller's process
         run = JobRun(graph, self.cluster.stores, self.cluster.invoker, cfg, progress=progress,
-                     job_id=new_job_id())
+                     job_id=new_job_id(), reissue_warnings=False)
         job = _Job(run=run, tasks_total=len(graph), submitted_at=time.time())
         with self._lock:
             self._jobs[job.job_id] = job
@@ -184,6 +185,7 @@ class LocalJobService(JobService):
             error=job.error,
             result_available=job.result is not None,
             report=report.as_dict() if report else None,
+            warnings=[w.as_dict() for w in job.run.warnings] if job.finished_at else [],
         )
 
     def _forget_old(self) -> None:

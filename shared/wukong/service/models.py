@@ -63,6 +63,17 @@ class JobTimings(BaseModel):
     wall_seconds: float | None = None
 
 
+class TaskWarningInfo(BaseModel):
+    """A warning a task raised; the Python client raises it again through its own filters."""
+
+    category: str = Field(description="Warning class, module-qualified, e.g. builtins.UserWarning.")
+    message: str
+    filename: str = Field(description="Where the task's code raised it.")
+    lineno: int
+    module: str | None = Field(default=None, description="The module that raised it, as warning filters match it.")
+    task: str = Field(description="The task's Dask key (its repr).")
+
+
 class JobStatus(BaseModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     state: JobState
@@ -72,6 +83,8 @@ class JobStatus(BaseModel):
     error: JobError | None = None
     result_available: bool = Field(default=False, description="GET /jobs/{id}/result will answer 200.")
     report: dict[str, Any] | None = Field(default=None, description="The job report (JobReport) once finished.")
+    warnings: list[TaskWarningInfo] = Field(
+        default_factory=list, description="Warnings the job's tasks raised (at most 1,000), once it has finished.")
 
 
 class JobList(BaseModel):
