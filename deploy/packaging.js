@@ -19,12 +19,33 @@ function platforms(machine) {
   return tags;
 }
 
+// functionPackage=image: the functions that unpickle user objects (the graph, task values,
+// results) run from the container image, so packages too big for the zip (scikit-learn, dask-ml,
+// pandas) can be loaded there; the others stay on the zip, smaller and quicker to start.
+const IMAGE_FUNCTIONS = ['planner', 'executor', 'finalizer'];
+const DOCKERFILE = 'deploy/executor-image/Dockerfile';
+
 // What the zip bundle leaves out of the installed requirements (serverless.yml `slim`): the
 // libraries' own test suites (numpy, scipy, dask, ...), never imported at run time.
 const SLIM_PATTERNS = ['**/tests'];
 
 module.exports = {
   slimPatterns: SLIM_PATTERNS,
+  // read by deploy/function-package.js
+  functionPackage: async ({ resolveVariable }) => {
+    const s = await settings(resolveVariable);
+    return {
+      mode: s.functionPackage,
+      functions: IMAGE_FUNCTIONS,
+      // a prebuilt image, or else serverless builds the Dockerfile for the Lambda architecture
+      image: s.imageUri ? { uri: s.imageUri } : {
+        path: './',
+        file: DOCKERFILE,
+        platform: `linux/${s.architecture === 'arm64' ? 'arm64' : 'amd64'}`,
+        buildArgs: { PYTHON_VERSION: s.pythonVersion },
+      },
+    };
+  },
   pipArgs: async ({ resolveVariable }) => {
     const s = await settings(resolveVariable);
     return [

@@ -10,6 +10,8 @@ const ARCHITECTURES = {
   arm64: { machine: 'aarch64', ecs: 'ARM64' },
 };
 
+const ECR_IMAGE_BY_DIGEST = /^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/[a-z0-9._\/-]+@sha256:[a-f0-9]{64}$/;
+
 function parseBool(name, value) {
   const text = String(value).toLowerCase();
   if (['true', '1', 'yes'].includes(text)) return true;
@@ -50,8 +52,22 @@ async function settings(resolveVariable) {
   if (kvBackend === 'fargate' && redisTls) {
     throw new Error('param redisTls=true needs kvBackend=elasticache (the Fargate shards serve plain Redis protocol)');
   }
+  const functionPackage = String(await param('functionPackage'));
+  if (!['zip', 'image'].includes(functionPackage)) {
+    throw new Error(`param functionPackage must be zip or image, got ${functionPackage}`);
+  }
+  const imageUri = String((await param('imageUri')) || '');
+  if (imageUri && functionPackage !== 'image') {
+    throw new Error('param imageUri needs functionPackage=image');
+  }
+  // a digest pins the image and needs no ECR call while packaging (a tag would be looked up)
+  if (imageUri && !ECR_IMAGE_BY_DIGEST.test(imageUri)) {
+    throw new Error(`param imageUri must be an ECR image by digest, <account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<64 hex>, got ${imageUri}`);
+  }
   return {
     architecture,
+    functionPackage,
+    imageUri,
     platform: ARCHITECTURES[architecture],
     mdsPlatform: ARCHITECTURES[mdsArchitecture],
     pythonVersion,

