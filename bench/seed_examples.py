@@ -32,6 +32,8 @@ for folder in (HERE, EXAMPLES_DIR):  # bench's backends and report_md, and the e
 from backends import make_backends  # noqa: E402
 from report_md import machine_facts  # noqa: E402
 
+from wukong.report import fmt_bytes  # noqa: E402
+
 #: In the seed document's order (the tree reduction, which it only names, first).
 EXAMPLES = ("tree_reduction", "gemm", "svd", "svd_compressed", "tsqr", "qr", "cholesky", "svc")
 BACKENDS = ("wukong", "threaded", "distributed")
@@ -128,6 +130,7 @@ def summarize(runs: dict) -> list[dict]:
             row["errors"] += [f"{bname}: {o['error']}" for o in outcomes if not o["passed"]]
             if bname == "wukong" and ok:
                 row["check"] = outcomes[0]["check"]
+                row["wukong_kv_bytes_written"] = (outcomes[0].get("report") or {}).get("kv_bytes_written")
         for peer in ("threaded", "distributed"):
             w, p = row.get("wukong_s"), row.get(f"{peer}_s")
             row[f"wukong_vs_{peer}"] = round(w / p, 2) if w and p else None
@@ -143,18 +146,28 @@ def _ratio(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}x"
 
 
+def _bytes(n: int | None) -> str:
+    return "" if n is None else fmt_bytes(n)
+
+
+def _load_range(result: dict) -> str:
+    loads = [o["load_1min"] for by_b in result["runs"].values() for outs in by_b.values() for o in outs]
+    return f"{min(loads):.2f}–{max(loads):.2f}" if loads else "not recorded"
+
+
 def table_lines(result: dict) -> list[str]:
     """The Markdown table of one run (also what the console shows)."""
     peers = [b for b in ("threaded", "distributed") if b in result["backends"]]
     head = ["example", "workload", "tasks", "Wukong (s)", *[f"{p} (s)" for p in peers],
-            *[f"Wukong / {p}" for p in peers], "check"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (1 + 2 * len(peers)) + "---|"]
+            *[f"Wukong / {p}" for p in peers], "Wukong KV written", "check"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (2 + 2 * len(peers)) + "---|"]
     for row in result["summary"]:
         info = result["examples"][row["example"]]
         verdict = f"passed: {row['check']}" if row["passed"] else "**FAILED**: " + "; ".join(row["errors"])
         cells = [row["example"], info["description"], f"{info['n_tasks']:,}", _seconds(row.get("wukong_s")),
                  *[_seconds(row.get(f"{p}_s")) for p in peers],
-                 *[_ratio(row.get(f"wukong_vs_{p}")) for p in peers], verdict.replace("|", "\\|")]
+                 *[_ratio(row.get(f"wukong_vs_{p}")) for p in peers], _bytes(row.get("wukong_kv_bytes_written")),
+                 verdict.replace("|", "\\|")]
         lines.append("| " + " | ".join(cells) + " |")
     for name, reason in result["skipped"].items():
         lines.append(f"| {name} | skipped: {reason} |" + " |" * (len(head) - 2))
@@ -168,7 +181,8 @@ def render_section(result: dict, raw_path: str) -> str:
         BEGIN, "",
         f"Run of {m['date']} at {size}, best of {result['repeat']} timed run(s) per scheduler after an "
         f"untimed warm-up at scale {WARMUP_SCALE}; Wukong at commit {m['wukong_commit']}, "
-        f"{m['cores']} cores, 1-minute load {m['load_1min_at_start']} at the start; raw numbers: `{raw_path}`.",
+        f"{m['cores']} cores, 1-minute load {_load_range(result)} during the timed runs (the run itself "
+        f"accounts for about 2); raw numbers: `{raw_path}`.",
         "", *table_lines(result), "",
         "Schedulers: " + "; ".join(result["backends"].values()) + ". A failed run has no time; its error is "
         "in the check column.", "", END,
@@ -199,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="rewrite BENCHMARKS.md's section (default: only at scale 1 with peers)")
     p.add_argument("--benchmarks-md", type=Path, default=REPO / "BENCHMARKS.md", help=argparse.SUPPRESS)
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="only rewrite BENCHMARKS.md's section from an earlier raw results file")
     args = p.parse_args(argv)
     if args.scale <= 0 or args.repeat < 1:
         p.error("--scale must be positive and --repeat at least 1")
@@ -212,6 +228,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        result["summary"] = summarize(result["runs"])  # as this version of the runner summarizes
+        write_section(args.benchmarks_md, render_section(result, str(args.render)))
+        progress(f"updated {args.benchmarks_md} from {args.render}")
+        return 0
     names, skipped = [], {}
     for name in args.names:
         try:

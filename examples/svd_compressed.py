@@ -33,8 +33,8 @@ def build(scale: float = 1.0):
         # singular value stands far above the rest in a uniform random matrix, the two must be close
         norms = np.linalg.norm((X @ got.T).compute(scheduler="threads"), axis=0)
         assert np.all(norms >= s_threaded * (1 - 1e-10)), f"|X v_i| < s_i: {norms} against {s_threaded}"
-        gap = float(norms[0] / s_threaded[0] - 1)
-        assert gap < 0.03, f"|X v_0| is {gap:.2%} above s_0"
+        gap = float(norms[0] / s_threaded[0] - 1)  # measured 0.5-1.4% (no power iterations in the seed's call)
+        assert gap < 0.05, f"|X v_0| is {gap:.2%} above s_0"
         return (f"v is {K} x {n:,}; matches the threaded scheduler's to {error:.1e}, v v^T = I to "
                 f"{orthogonality:.1e}, |X v_0| = s_0 to {gap:.1e}")
 
