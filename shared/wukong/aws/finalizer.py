@@ -19,6 +19,7 @@ from wukong.aws.services import Services, job_config
 from wukong.job import JobRecord, describe_unfinished, finalize_job, load_job
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage
+from wukong.task_warnings import TaskWarning, unpack
 from wukong.task_keys import peek_key
 
 #: A failed job's stragglers are not waited for long: the report is best effort.
@@ -28,6 +29,10 @@ _TIMEOUTS = {"States.Timeout", "States.HeartbeatTimeout"}
 
 def results_key(job_id: str) -> str:
     return f"results/{job_id}.pkl"
+
+
+#: Warnings carried in a succeeded execution's output (GET /jobs/{id} shows them; the rest are dropped).
+STATE_WARNINGS = 100
 
 
 def finalize(event: dict, obs: Observability, context: Any = None) -> dict:
@@ -46,12 +51,24 @@ def finalize(event: dict, obs: Observability, context: Any = None) -> dict:
         body = dumps(nested_get(record.requested, {key: loads(blobs[tid]) for tid, key in record.outputs}))
         with obs.span("write results"):
             services.client("s3").put_object(Bucket=config.bucket, Key=results_key(job_id), Body=body)
+        warned = unpack(storage.task_warnings())
         report = finalize_job(storage, record, config, "succeeded", time.time() - record.created)
     obs.count("JobsSucceeded", 1)
     obs.count("ResultBytes", len(body), "Bytes")
     return {"job_id": job_id, "status": "succeeded",
             "results": {"bucket": config.bucket, "key": results_key(job_id), "bytes": len(body)},
-            "report": report.as_dict()}
+            "report": report.as_dict(), "warnings": state_warnings(warned)}
+
+
+def state_warnings(warned: list[TaskWarning]) -> list[dict]:
+    """The tasks' warnings for the execution's output, which must stay far below Step Functions'
+    256 KB: the first STATE_WARNINGS, each message cut to 500 characters."""
+    out = []
+    for w in warned[:STATE_WARNINGS]:
+        item = w.as_dict()
+        item["message"] = item["message"][:500]
+        out.append(item)
+    return out
 
 
 def describe_failure(state: dict) -> tuple[str, dict]:

@@ -82,4 +82,5 @@ def status_from_execution(execution: Mapping[str, Any], progress: Progress = NOT
         error=job_error(execution),
         result_available=state is JobState.succeeded,
         report=report,
+        warnings=output.get("warnings") or [],
     )
