@@ -64,7 +64,7 @@ def load_example(name: str) -> ModuleType:
 
 
 def run_example(name: str, client: Any, scale: float = 1.0) -> tuple[Any, str]:
-    """One example on a Wukong client, as ``python examples/<name>.py`` runs it: (result, check passed)."""
+    """One example on a Wukong client, as ``python examples/<name>.py`` runs it: (result, what its check found)."""
     return load_example(name).run(client, scale=scale)
 
 
@@ -88,6 +88,9 @@ def timed_check(collection: Any, check: Any, backend: Any) -> dict:
         detail = check(value)
     except AssertionError as exc:
         return {"seconds": seconds, "passed": False, "error": f"wrong result: {exc}", "report": report}
+    except Exception as exc:  # e.g. a result of the wrong shape that the check cannot even compare
+        return {"seconds": seconds, "passed": False, "report": report,
+                "error": f"the check raised {type(exc).__name__}: {exc}"[:500]}
     return {"seconds": seconds, "passed": True, "check": detail, "report": report}
 
 
