@@ -55,6 +55,7 @@ class Deployment:
     state_machine_arn: str
     router: LambdaRouter
     function_arns: dict[str, str]
+    endpoint: str | None = None  # moto over loopback HTTP, when the handlers run in a BundleRuntime
 
 
 @contextmanager
@@ -75,7 +76,7 @@ def moto_deployment(redis_server, monkeypatch, code: deploy_bundle.FunctionCode 
         monkeypatch.delenv(name, raising=False)
     router = LambdaRouter()
     router.install(monkeypatch)
-    server = runtime = None
+    server = runtime = endpoint = None
     with mock_aws(config=MOTO_CONFIG):
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(RoleName="wukong-lambda", AssumeRolePolicyDocument=json.dumps({
@@ -111,7 +112,7 @@ def moto_deployment(redis_server, monkeypatch, code: deploy_bundle.FunctionCode 
                 router.runtime = runtime = BundleRuntime(code, {
                     **env, "WUKONG_STATE_MACHINE_ARN": machine, "AWS_ENDPOINT_URL": endpoint,
                     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_CONFIG_FILE": "/dev/null"})
-            yield Deployment(sfn, s3, lambda_, machine, router, arns)
+            yield Deployment(sfn, s3, lambda_, machine, router, arns, endpoint)
         finally:
             router.close()  # the Event invokes still running finish first, in the runtime too
             if runtime is not None:
@@ -136,6 +137,19 @@ def zip_code(tmp_path_factory):
 @pytest.fixture
 def deployed_aws(redis_server, monkeypatch, zip_code):
     with moto_deployment(redis_server, monkeypatch, zip_code) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def image_code(tmp_path_factory):
+    """The executor image's packages and code, installed without Docker (deploy_bundle.image_code)."""
+    return deploy_bundle.image_code(tmp_path_factory)
+
+
+@pytest.fixture
+def deployed_image_aws(redis_server, monkeypatch, image_code):
+    """Every function from the image's contents (on AWS only three are: the others never need them)."""
+    with moto_deployment(redis_server, monkeypatch, image_code) as deployment:
         yield deployment
 
 

@@ -4,6 +4,8 @@ the development venv on its path. One Cholesky of the seed goes through the stat
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import dask.array as da
@@ -12,7 +14,7 @@ import pytest
 
 import deploy_bundle
 from bundle_runtime import BundleRuntime
-from wukong.aws.submit import fetch_result, submit_job
+from wukong.aws.submit import JobHandle, fetch_result, submit_job
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -65,10 +67,10 @@ def test_the_zip_bundle_imports_every_seed_workload_and_every_handler(zip_code):
 
 
 @pytest.mark.timeout(1200)
-def test_the_image_imports_every_seed_workload_including_svc(tmp_path_factory):
+def test_the_image_imports_every_seed_workload_including_svc(image_code):
     """The Dockerfile's requirement files, installed for the image's platform (a first run downloads
     ~300 MB of wheels, later runs reuse the cache), import every seed workload in isolation."""
-    code = deploy_bundle.image_code(tmp_path_factory)
+    code = image_code
     checked = check(code, [*imports_of(SEED_IMPORTS), *imports_of(IMAGE_SEED_IMPORTS), *HANDLERS, *DEV_ONLY])
     assert {m: e for m, e in checked["missing"].items() if m not in DEV_ONLY} == {}
     assert_isolated(code, checked)
@@ -93,3 +95,27 @@ def test_the_seed_cholesky_runs_through_the_state_machine_from_the_bundle(deploy
     assert ran >= {"planner", "invoker", "executor", "waiter", "finalizer"}, runtime.invocations
     assert runtime.invocations["functions/executor/handler.handler"] >= 4  # one per leaf at least
     assert redis_stores.mds.keys(f"wk:{handle.job_id}:*") == []
+
+
+def test_the_seed_svc_runs_through_the_state_machine_from_the_image(deployed_image_aws, image_code, tmp_path):
+    """The seed's ParallelPostFit(SVC).predict over 100,000 samples in 20 chunks: submitted by a
+    client with the SVC stack (seed_svc_client.py in the image's Python), run by the image's
+    handlers, and the predictions match the client's own."""
+    expected_file = tmp_path / "expected.npy"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": deployed_image_aws.endpoint, "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    client = subprocess.run(
+        [str(image_code.python), "-I", "-S", "-B", str(Path(__file__).with_name("seed_svc_client.py")),
+         *(a for p in image_code.path for a in ("--path", str(p))), "--state-machine", deployed_image_aws.state_machine_arn,
+         "--bucket", "wukong-test-jobs", "--expected", str(expected_file)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert client.returncode == 0, client.stderr[-3000:]
+    handle = JobHandle(**json.loads(client.stdout.strip().splitlines()[-1]))
+    blocks = fetch_result(handle, sfn_client=deployed_image_aws.sfn, s3_client=deployed_image_aws.s3, timeout=300)
+    expected = np.load(expected_file)
+    assert len(blocks) == 20 and expected.shape == (100_000,)
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
+    assert set(np.unique(expected)) == {0, 1}
+    assert deployed_image_aws.router.handlers == {}  # nothing ran in the test venv
+    assert deployed_image_aws.router.runtime.invocations["functions/executor/handler.handler"] >= 20
