@@ -114,9 +114,12 @@ def lambda_python(version: str) -> Path:
                          reverse=True)
     for candidate in filter(None, candidates):
         # a pyenv shim exists even when the version is not selected, so ask the interpreter itself
-        proc = subprocess.run([candidate, "-I", "-S", "-c", "import sys; print(sys.version_info[:2] == "
-                               f"{tuple(map(int, version.split('.')))}, sys.executable)"],
-                              capture_output=True, text=True, timeout=60)
+        try:
+            proc = subprocess.run([candidate, "-I", "-S", "-c", "import sys; print(sys.version_info[:2] == "
+                                   f"{tuple(map(int, version.split('.')))}, sys.executable)"],
+                                  capture_output=True, text=True, timeout=60)
+        except OSError:  # e.g. WUKONG_LAMBDA_PYTHON names no file
+            continue
         ok, _, executable = proc.stdout.strip().partition(" ")
         if proc.returncode == 0 and ok == "True":
             return Path(executable)
@@ -195,20 +198,25 @@ def image_pip_args(python_version: str) -> list[str]:
             "--implementation", "cp", "--only-binary=:all:"]
 
 
-def image_code(tmp_path_factory, python_version: str = "3.12") -> FunctionCode:
+def image_code(tmp_path_factory) -> FunctionCode:
     """What deploy/executor-image/Dockerfile puts in /var/task: its requirement files installed for
     the image's platform (cached by their content, like the zip's wheels), minus what the Dockerfile
     removes, plus the handlers and the wukong package. Only the image's Python packages can be
     checked this way, not the base image or the build itself (no Docker engine here)."""
     if "image" in _unpacked:
         return _unpacked["image"]
+    template, _ = packaged_default(tmp_path_factory)
+    executor = template["Resources"]["ExecutorLambdaFunction"]["Properties"]
+    # the Dockerfile's base image follows the runtime (PYTHON_VERSION, deploy/packaging.js)
+    python_version = executor["Runtime"].removeprefix("python")
     requirements = dockerfile_requirements()
     args = image_pip_args(python_version)
     key = hashlib.sha256(json.dumps([args, *(p.read_text() for p in requirements)]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("WUKONG_SLS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                  / "wukong-serverless") / f"image-site-{key}"
     if not (cache / ".complete").exists():
-        shutil.rmtree(cache, ignore_errors=True)
+        for stale in cache.parent.glob("image-site-*"):  # ~850 MB each: keep only the current one
+            shutil.rmtree(stale, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "--target", str(cache), *args, *(a for p in requirements for a in ("-r", str(p)))],
                        check=True, timeout=900)
@@ -220,8 +228,7 @@ def image_code(tmp_path_factory, python_version: str = "3.12") -> FunctionCode:
             (root / entry.name).symlink_to(entry)
     shutil.copytree(ROOT / "functions", root / "functions", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "shared" / "wukong", root / "shared" / "wukong", ignore=shutil.ignore_patterns("__pycache__"))
-    template, _ = packaged_default(tmp_path_factory)
-    pythonpath = template["Resources"]["ExecutorLambdaFunction"]["Properties"]["Environment"]["Variables"]["PYTHONPATH"]
+    pythonpath = executor["Environment"]["Variables"]["PYTHONPATH"]
     runtime = runtime_layer(tmp_path_factory.mktemp("image-runtime"))
     _unpacked["image"] = function_code(root, pythonpath, lambda_python(python_version), runtime)
     return _unpacked["image"]
