@@ -84,7 +84,8 @@ class Client:
         graph = normalize_graph(dsk, keys)
         check_out_of_process(graph)
         bar = ProgressBar() if show else None
-        run = JobRun(graph, self.cluster.stores, self.cluster.invoker, self.config, progress=bar)
+        run = JobRun(graph, self.cluster.stores, self.cluster.invoker, self.config, progress=bar,
+                     scratch=self.cluster.scratch)
         try:
             return run.run()
         finally:

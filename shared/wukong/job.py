@@ -32,7 +32,7 @@ from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
-from wukong.scratch import remove_dirs
+from wukong.scratch import ScratchDirs, remove_dirs
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage, RedisStores, StorageSpec
 from wukong.task_warnings import TaskWarning, reissue, unpack
@@ -183,7 +183,7 @@ class JobRun:
 
     def __init__(self, graph: TaskGraph, stores: RedisStores, invoker: Invoker, config: WukongConfig,
                  progress: ProgressCallback | None = None, job_id: str | None = None,
-                 reissue_warnings: bool = True):
+                 reissue_warnings: bool = True, scratch: ScratchDirs | None = None):
         # chosen up front, so a job service can cancel (JobStorage.end_job) even while it plans
         self.job_id = job_id or new_job_id()
         self.event: dict | None = None  # the job's ending event (done or failure) once it has one
@@ -195,6 +195,7 @@ class JobRun:
         self.report: JobReport | None = None
         # warnings the job's tasks raised; a job service passes them on to its remote caller instead
         self.reissue_warnings = reissue_warnings
+        self.scratch = scratch  # keeps the job's partd directories a while (the cluster's); None: removed at once
         self.warnings: list[TaskWarning] = []
 
     def run(self) -> Any:
@@ -229,7 +230,8 @@ class JobRun:
             try:
                 self.report = finalize_job(storage, job.record, self.config, status,
                                            time.perf_counter() - started,
-                                           payload_bytes=sum(len(p) for p in payloads))
+                                           payload_bytes=sum(len(p) for p in payloads),
+                                           dirs_done=remove_dirs if self.scratch is None else self.scratch.add)
             except redis.RedisError as exc:  # never hide the job's own outcome behind a cleanup error
                 log.warning("could not finalize job %s (%s); its keys expire after job_ttl=%s s",
                             self.job_id, exc, self.config.job_ttl)
@@ -302,10 +304,12 @@ def describe_unfinished(storage: JobStorage, record: JobRecord, key_of: Callable
 
 
 def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,
-                 payload_bytes: int = 0, settle_timeout: float = SETTLE_TIMEOUT) -> JobReport:
+                 payload_bytes: int = 0, settle_timeout: float = SETTLE_TIMEOUT,
+                 dirs_done: Callable[[list[str]], None] = remove_dirs) -> JobReport:
     """Wait briefly for straggling executors' counts, delete the job's keys, and report.
 
     ``payload_bytes`` are leaf payload bytes the caller sent without counting them in the job's stats.
+    ``dirs_done`` takes the local directories the job's tasks left (partd's; see wukong.scratch).
     """
     counts = storage.read_counts()
     deadline = time.monotonic() + settle_timeout
@@ -314,7 +318,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             break
         time.sleep(0.01)
         counts = storage.read_counts()
-    remove_dirs(storage.cleanup(record.n_tasks, record.n_stored_paths))  # the local runtime's partd files
+    dirs_done(storage.cleanup(record.n_tasks, record.n_stored_paths))
     mine = storage.stats
     c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
     executors = record.n_leaves + c.get("invoked", 0)

@@ -18,6 +18,7 @@ from wukong.config import WukongConfig, make_config
 from wukong.errors import RedisUnavailableError
 from wukong.invocation import ParallelInvoker
 from wukong.local.proxy_process import ProxyProcess
+from wukong.scratch import ScratchDirs
 from wukong.local.redis_server import RedisServerProcess, find_redis_binary
 from wukong.local.workers import RedisQueueInvoker, WorkerPool
 from wukong.storage import RedisStores, StorageSpec, spec_from_config
@@ -60,6 +61,7 @@ class LocalCluster:
         self.stores: RedisStores | None = None
         self.pool: WorkerPool | None = None
         self.proxy: ProxyProcess | None = None
+        self.scratch = ScratchDirs()  # finished jobs' partd directories, kept a minute (wukong.scratch)
         self.queue_key = f"wukong:cluster:{uuid.uuid4().hex[:12]}:invocations"
         try:
             self.spec = self._storage_spec()
@@ -115,7 +117,9 @@ class LocalCluster:
         return self.config.n_workers
 
     def close(self) -> None:
-        """Stop the KV proxy, every worker process and every Redis server this cluster started."""
+        """Stop the KV proxy, every worker process and every Redis server this cluster started, and
+        remove the partd directories its jobs left."""
+        self.scratch.close()
         if self.proxy is not None:
             self.proxy.stop()
             self.proxy = None

@@ -84,7 +84,7 @@ class LocalJobService(JobService):
 
         # the tasks' warnings travel in the job's status, to be raised in the caller's process
         run = JobRun(graph, self.cluster.stores, self.cluster.invoker, cfg, progress=progress,
-                     job_id=new_job_id(), reissue_warnings=False)
+                     job_id=new_job_id(), reissue_warnings=False, scratch=self.cluster.scratch)
         job = _Job(run=run, tasks_total=len(graph), submitted_at=time.time())
         with self._lock:
             self._jobs[job.job_id] = job
