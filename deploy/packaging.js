@@ -43,6 +43,10 @@ module.exports = {
         file: DOCKERFILE,
         platform: `linux/${s.architecture === 'arm64' ? 'arm64' : 'amd64'}`,
         buildArgs: { PYTHON_VERSION: s.pythonVersion },
+        // BuildKit's default provenance attestation makes the push an image index, which Lambda
+        // refuses ("image manifest ... media type ... is not supported"); a string, as osls
+        // passes it on as --provenance=<value> and drops a boolean false
+        provenance: 'false',
       },
     };
   },

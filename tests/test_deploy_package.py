@@ -589,7 +589,7 @@ def test_the_image_is_built_from_the_dockerfile_for_the_lambda_platform():
     config = printed("functionPackage=image", "architecture=arm64", "pythonVersion=3.13")  # after the plugin ran
     assert config["provider"]["ecr"]["images"] == {"wukong": {
         "path": "./", "file": "deploy/executor-image/Dockerfile", "platform": "linux/arm64",
-        "buildArgs": {"PYTHON_VERSION": "3.13"}}}
+        "buildArgs": {"PYTHON_VERSION": "3.13"}, "provenance": "false"}}  # Lambda takes no image index
     for name in FUNCTIONS:
         function = config["functions"][name]
         if name in IMAGE_FUNCTIONS:
