@@ -4,6 +4,7 @@ answers to the calls by id, so many invocations (the router's threads) run at on
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy_bundle import FunctionCode
+from wukong.graph import to_task_mapping
+from wukong.serialization import dumps, loads
 
 BOOTSTRAP = Path(__file__).resolve().with_name("lambda_bootstrap.py")
 
@@ -81,6 +84,15 @@ class BundleRuntime:
     def check_imports(self, modules: list[str], timeout: float = 300) -> dict:
         """{"missing": {module: error}, "found": {module: file}, "python": [3, 12, x]}."""
         return self._send({"imports": list(modules)}).result(timeout)["result"]
+
+    def compute(self, dsk: Any, keys: Any, timeout: float = 300) -> Any:
+        """Compute ``keys`` of ``dsk`` in the runtime (Dask's synchronous scheduler on the deployed
+        code); the values, or FunctionError when loading or running the graph failed there."""
+        blob = base64.b64encode(dumps((to_task_mapping(dsk), keys))).decode("ascii")
+        answer = self._send({"graph": blob}).result(timeout)
+        if "error" in answer:
+            raise FunctionError(answer["error"])
+        return loads(base64.b64decode(answer["result"]))
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -4,10 +4,13 @@ Only the given task root and path entries are on sys.path, so the handlers find 
 development venv. Handlers are imported the way Lambda does ("functions/x/handler.handler" ->
 module functions.x.handler), and invocations arrive as JSON lines on stdin; each runs on its own
 thread and its answer (result, or Lambda's errorType/errorMessage/stackTrace) goes back as a JSON
-line on the original stdout. Everything the code prints goes to stderr. Standard library only.
+line on the original stdout. Everything the code prints goes to stderr. Two more requests serve
+the import checks: a list of modules to import, and a pickled graph to load and compute here with
+Dask's synchronous scheduler. Standard library only, until the deployed code is on the path.
 """
 
 import argparse
+import base64
 import importlib
 import json
 import os
@@ -82,6 +85,24 @@ class Runtime:
                                            "python": list(sys.version_info[:3])})
 
 
+    def compute(self, request: dict) -> None:
+        """Load a graph pickled as the submit helper pickles it, (tasks, keys), which imports what
+        its tasks refer to, as the planner's and the executors' loads do; then compute it with the
+        deployed Dask (lazy imports inside the task functions happen too), and answer the values
+        pickled the deployed way."""
+        try:
+            from dask.local import get_sync
+            from wukong.serialization import dumps, loads
+
+            dsk, keys = loads(base64.b64decode(request["graph"]))
+            values = get_sync(dsk, keys)
+        except Exception as exc:
+            self.answer(request["id"], error={"errorType": type(exc).__name__, "errorMessage": str(exc),
+                                              "stackTrace": traceback.format_tb(exc.__traceback__)})
+            return
+        self.answer(request["id"], result=base64.b64encode(dumps(values)).decode("ascii"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--path", action="append", required=True, help="sys.path entries, in order")
@@ -94,7 +115,9 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="invocation") as pool:
         for line in sys.stdin:
             request = json.loads(line)
-            pool.submit(runtime.check_imports if "imports" in request else runtime.invoke, request)
+            serve = (runtime.check_imports if "imports" in request else
+                     runtime.compute if "graph" in request else runtime.invoke)
+            pool.submit(serve, request)
 
 
 if __name__ == "__main__":

