@@ -211,7 +211,7 @@ def image_code(tmp_path_factory) -> FunctionCode:
     python_version = executor["Runtime"].removeprefix("python")
     requirements = dockerfile_requirements()
     args = image_pip_args(python_version)
-    key = hashlib.sha256(json.dumps([args, *(p.read_text() for p in requirements)]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([args, *map(requirement_lines, requirements)]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("WUKONG_SLS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                  / "wukong-serverless") / f"image-site-{key}"
     if not (cache / ".complete").exists():
@@ -232,6 +232,12 @@ def image_code(tmp_path_factory) -> FunctionCode:
     runtime = runtime_layer(tmp_path_factory.mktemp("image-runtime"))
     _unpacked["image"] = function_code(root, pythonpath, lambda_python(python_version), runtime)
     return _unpacked["image"]
+
+
+def requirement_lines(path: Path) -> list[str]:
+    """A requirements file without its comments and blank lines: what pip acts on."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
 
 
 def dockerfile_removals() -> tuple[str, ...]:
