@@ -88,14 +88,9 @@ REASONS: dict[str, str] = {
 
 # Wukong-only failures whose cause is diagnosed (docs/conformance.md lists them with the rest).
 # CI tolerates these, and only these; in the node id patterns, * is a wildcard. Fixed bugs leave
-# the list (partd-backed bag groupby and requested literals were fixed on 2026-12-02).
-SCRATCH_REMOVED = ("by design: the disk shuffle's partd directory belongs to the job and the client removes "
-                   "it when the job ends; the test asserts the directory is still there after compute() "
-                   "returns, which holds for dask.multiprocessing only while its pool process keeps the "
-                   "partd.File alive")
-KNOWN_WUKONG_ONLY: dict[str, str] = {
-    "dask/bag/tests/test_bag.py::test_temporary_directory": SCRATCH_REMOVED,
-}
+# the list (partd-backed bag groupby, requested literals and partd directories outliving compute() were
+# fixed on 2026-12-02).
+KNOWN_WUKONG_ONLY: dict[str, str] = {}  # none left: test_temporary_directory passes since partd dirs outlive compute()
 
 
 def dask_dir() -> Path:
