@@ -22,6 +22,11 @@ ENV_PREFIX = "WUKONG_"
 
 MB = 1024 * 1024
 GB = 1024 * MB
+#: Upper bounds of the job settings (docs/security.md lists them): past these a value is a mistake,
+#: and some would fail deep inside Redis (EXPIRE takes at most about 2**63 milliseconds).
+MAX_JOB_SECONDS = 30 * 24 * 3600  # job_ttl and job_timeout: 30 days
+MAX_PAYLOAD = 6 * MB  # Lambda's largest (synchronous) invoke payload
+MAX_BIG_TASK_THRESHOLD = 1 << 40  # 1 TiB: no executor holds more
 
 
 def default_n_workers() -> int:
@@ -56,7 +61,8 @@ class WukongConfig(BaseSettings):
         "noeviction); a value that does not fit fails its job naming the task, the size and this cap. "
         "None: as much as the machine gives.")
     job_ttl: int = Field(
-        default=6 * 3600, ge=60, description="Every job key expires this long after it was written."
+        default=6 * 3600, ge=60, le=MAX_JOB_SECONDS,
+        description="Every job key expires this long after it was written (60 s to 30 days)."
     )
     redis_timeout: float = Field(default=30.0, gt=0, description="Socket timeout of Redis calls.")
     redis_tls: bool = Field(default=False, description="Connect to redis_endpoints over TLS (e.g. ElastiCache "
@@ -78,12 +84,14 @@ class WukongConfig(BaseSettings):
     payload_limit: int = Field(
         default=1 * MB,
         ge=4096,
-        description="Largest invocation payload; upstream values travel inline while the payload fits "
+        le=MAX_PAYLOAD,
+        description="Largest invocation payload (4 KB to 6 MB); upstream values travel inline while the payload fits "
         "(1 MB is the Lambda asynchronous invoke limit).",
     )
     big_task_threshold: int = Field(
         default=200 * MB,
         ge=0,
+        le=MAX_BIG_TASK_THRESHOLD,
         description="Outputs of this many serialized bytes or more keep their ready dependents in the same "
         "executor (clustering) and may delay their KV write (delayed I/O). 200 MB: far above the 1 MB invoke "
         "payload limit, so outputs that cost one KV round trip still fan out; above Dask's default array "
@@ -140,8 +148,8 @@ class WukongConfig(BaseSettings):
 
     # --- jobs ----------------------------------------------------------------------------
     job_timeout: float | None = Field(
-        default=None, gt=0, description="Fail a job that has not finished after this many seconds; None: no "
-        "limit (a long job is legitimate). The error names the leaf invocations that never started."
+        default=None, gt=0, le=MAX_JOB_SECONDS, description="Fail a job that has not finished after this many "
+        "seconds (at most 30 days); None: no limit (a long job is legitimate). The error names the leaf invocations that never started."
     )
     stall_warning: float | None = Field(
         default=600.0, gt=0, description="Log a warning, naming what never started, each time a job has "

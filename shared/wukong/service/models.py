@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from wukong.config import MAX_BIG_TASK_THRESHOLD, MAX_JOB_SECONDS, MAX_PAYLOAD
 from wukong.serialization import dumps
 
 #: Job ids are also Step Functions execution names on AWS: 1-80 of [A-Za-z0-9_-].
@@ -96,10 +97,11 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_timeout: float | None = Field(default=None, gt=0)
-    job_ttl: int | None = Field(default=None, ge=60)
-    payload_limit: int | None = Field(default=None, ge=4096)
-    big_task_threshold: int | None = Field(default=None, ge=0)
+    # the same ranges as WukongConfig's, so a value outside one gets 400 naming the setting
+    job_timeout: float | None = Field(default=None, gt=0, le=MAX_JOB_SECONDS)
+    job_ttl: int | None = Field(default=None, ge=60, le=MAX_JOB_SECONDS)
+    payload_limit: int | None = Field(default=None, ge=4096, le=MAX_PAYLOAD)
+    big_task_threshold: int | None = Field(default=None, ge=0, le=MAX_BIG_TASK_THRESHOLD)
 
     def overrides(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
