@@ -345,3 +345,16 @@ def test_served_openapi_matches_the_committed_copy(api):
     assert served == json.loads(DOCS_OPENAPI.read_text()), (
         "docs/openapi.json is stale: regenerate it with `python -m wukong.service.app > docs/openapi.json`")
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result", "/uploads"} <= set(served["paths"])
+
+
+@pytest.mark.timeout(30)
+def test_accepted_connections_have_tcp_nodelay(api):
+    """Without TCP_NODELAY each response on a keep-alive connection waits for a delayed ACK (~40 ms)."""
+    import socket
+
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+    conn.request("GET", "/health")
+    assert conn.getresponse().read()  # the connection is accepted and kept alive
+    sockets = [proto.transport.get_extra_info("socket") for proto in api._server.server_state.connections]
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+    conn.close()

@@ -36,7 +36,9 @@ class LocalApiServer:
         self.uploads = UploadStore(self.config.upload_dir, self.config.max_upload_bytes, self.config.upload_ttl)
         self.app = create_app(self.service, self.token, self.config, self.uploads)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP,
+        # and without it each response on a keep-alive connection waited ~40 ms for delayed ACKs
+        self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
