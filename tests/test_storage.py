@@ -324,3 +324,11 @@ def test_job_runs_end_to_end_on_three_shards(sharded):
     leftovers = [k for c in [sharded.stores.mds, *sharded.stores.shards.values()]
                  for k in c.scan_iter(match=f"wk:{client.last_report.job_id}:*")]
     assert leftovers == []
+
+
+def test_a_cancel_after_cleanup_leaves_no_keys_behind(stores):
+    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", 600, 1)
+    assert job.end_job("failed", {"kind": "error"})  # a job that failed...
+    job.cleanup(n_tasks=1, n_paths=0)  # ...and was cleaned up
+    assert not job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})  # a late cancel
+    assert list(stores.mds.scan_iter(match=f"{job.keys.prefix}*")) == []

@@ -130,8 +130,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# Marks the job ended (failed or cancelled); only the first such call pushes its event.
+# Marks the job ended (failed or cancelled); only the first such call pushes its event. A job
+# already cleaned up (in ENDED_JOBS) is left alone: a late cancel must not recreate its keys.
+# KEYS: ended, events, ENDED_JOBS. ARGV: reason, event, ttl, job id.
 END_JOB = """
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[3])

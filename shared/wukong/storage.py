@@ -336,9 +336,10 @@ class JobStorage:
     def end_job(self, reason: str, event: dict) -> bool:
         """Mark the job failed or cancelled; the first caller's event is the one the client sees."""
         first = self.stores.run_script(
-            "end_job", [self.keys.ended, self.keys.events], [reason, json.dumps(event), self.ttl]
+            "end_job", [self.keys.ended, self.keys.events, redis_scripts.ENDED_JOBS],
+            [reason, json.dumps(event), self.ttl, self.job_id],
         )
-        self._count(mds=2)
+        self._count(mds=3)
         return bool(first)
 
     def record_done(self) -> None:
