@@ -358,3 +358,14 @@ def test_accepted_connections_have_tcp_nodelay(api):
     sockets = [proto.transport.get_extra_info("socket") for proto in api._server.server_state.connections]
     assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
     conn.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_empty_upload_is_refused(api):
+    code, ticket = call(api, "POST", "/uploads")
+    assert code == 201
+    code, body = call(api, "PUT", ticket["url"], b"", {"Content-Type": "application/octet-stream"}, token=None)
+    assert code == 400 and "empty" in body["detail"]
+    code, body = call(api, "POST", "/jobs", json.dumps({"graph_upload": ticket["upload_id"]}).encode(),
+                      {"Content-Type": "application/json"})
+    assert code == 400  # nothing was stored under the id

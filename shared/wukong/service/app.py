@@ -274,6 +274,10 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
         except BaseException:
             uploads.finish(upload_id, None)
             raise
+        if size == 0:  # nothing a job could be made of; the id is spent, as after any failed PUT
+            uploads.finish(upload_id, None)
+            raise UploadError(400, "the upload is empty: PUT the pickled (dsk, keys), then POST /jobs with its id "
+                                   "(this upload id is spent; ask POST /uploads for a new one)")
         uploads.finish(upload_id, size)
         return UploadDone(upload_id=upload_id, size=size)
 
