@@ -19,7 +19,7 @@ import pytest
 from api_server import TOKEN, api_server
 from graph_shapes import tree_sum_graph
 
-from wukong import Client, JobFailedError
+from wukong import Client, JobFailedError, LocalCluster
 from wukong.config import MB
 from wukong.serialization import dumps
 from wukong.service.base import JobNotFinishedError, UnknownJobError
@@ -369,3 +369,12 @@ def test_an_empty_upload_is_refused(api):
     code, body = call(api, "POST", "/jobs", json.dumps({"graph_upload": ticket["upload_id"]}).encode(),
                       {"Content-Type": "application/json"})
     assert code == 400  # nothing was stored under the id
+
+
+@pytest.mark.timeout(60)
+def test_health_says_503_when_the_redis_behind_it_is_gone():
+    with LocalCluster(n_workers=1) as cluster, api_server(cluster) as server:
+        assert call(server, "GET", "/health", token=None) == (200, {"status": "ok"})
+        cluster.servers[0].stop()
+        code, body = call(server, "GET", "/health", token=None)
+        assert code == 503 and body["status"] == "unavailable" and "does not answer" in body["detail"]

@@ -179,9 +179,13 @@ def create_app(service: JobService, token: str, config: WukongConfig, uploads: U
         return JSONResponse({"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}"},
                             status_code=405, headers={"Allow": ", ".join(allowed)})
 
-    @app.get("/health", tags=["server"], summary="Liveness probe (no token needed).")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/health", tags=["server"], summary="Liveness probe (no token needed): 503 when jobs cannot run.",
+             responses={503: {"description": "The server cannot run jobs now; the detail says why."}})
+    def health() -> JSONResponse:
+        reason = service.unhealthy()
+        if reason is not None:
+            return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.post(
         "/jobs", status_code=202, response_model=JobStatus, dependencies=secured, tags=["jobs"],

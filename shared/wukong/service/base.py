@@ -79,6 +79,10 @@ class JobService(abc.ABC):
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job: executors stop at their next check. A finished job is left as it is."""
 
+    def unhealthy(self) -> str | None:
+        """Why the service cannot run jobs now (its Redis is gone, say), or None when it can."""
+        return None
+
     def close(self) -> None:
         """Release what the service holds (threads, connections)."""
 

@@ -12,6 +12,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from wukong.config import WukongConfig, make_config
 from wukong.graph import TaskGraph
 from wukong.job import JobRun, new_job_id
@@ -62,6 +66,10 @@ class _Job:
         return self.run.job_id
 
 
+#: How long /health waits for the metadata store to answer a PING.
+HEALTH_TIMEOUT = 2.0
+
+
 class LocalJobService(JobService):
     """Runs jobs on ``cluster`` (a LocalCluster) in background threads; thread-safe."""
 
@@ -72,6 +80,22 @@ class LocalJobService(JobService):
         self._lock = threading.Lock()
 
     # --- the interface ---------------------------------------------------------------------
+    def unhealthy(self) -> str | None:
+        stores = self.cluster.stores
+        if stores is None:
+            return "the cluster is closed"
+        # a client of its own, with a short timeout and no retries: a hung server must not hang /health
+        probe = redis.Redis(*stores.spec.mds, password=stores.spec.password, socket_timeout=HEALTH_TIMEOUT,
+                            socket_connect_timeout=HEALTH_TIMEOUT, ssl=stores.spec.tls,
+                            retry=Retry(NoBackoff(), retries=0))
+        try:
+            probe.ping()
+        except redis.RedisError as exc:
+            return f"the metadata store {stores.spec.mds} does not answer ({type(exc).__name__}: {exc})"
+        finally:
+            probe.close()
+        return None
+
     def submit(self, graph: TaskGraph, config: JobConfig | None = None) -> JobStatus:
         if self.cluster.stores is None:
             raise RuntimeError("the cluster behind this job service is closed")
