@@ -11,6 +11,7 @@ import http.client
 import json
 import pickle
 import time
+import uuid
 from operator import add
 from pathlib import Path
 
@@ -378,3 +379,35 @@ def test_health_says_503_when_the_redis_behind_it_is_gone():
         cluster.servers[0].stop()
         code, body = call(server, "GET", "/health", token=None)
         assert code == 503 and body["status"] == "unavailable" and "does not answer" in body["detail"]
+
+
+def _wait_for_key(host: str, port: int, password: str, key: str, seconds: float = 60.0) -> str:
+    import redis as redis_py
+
+    client = redis_py.Redis(host=host, port=port, password=password)
+    deadline = time.monotonic() + seconds
+    while not client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    return "released"
+
+
+@pytest.mark.timeout(120)
+def test_health_and_jobs_answer_while_45_long_polls_are_open(api, cluster):
+    from concurrent.futures import ThreadPoolExecutor
+
+    (host, port), password = cluster.stores.spec.mds, cluster.stores.spec.password
+    release = f"test-release-{uuid.uuid4().hex}"
+    code, status = call(api, "POST", "/jobs", json.dumps({"graph": _b64(
+        ({"x": (_wait_for_key, host, port, password, release)}, "x"))}).encode(), {"Content-Type": "application/json"})
+    assert code == 202
+    with ThreadPoolExecutor(45) as pool:
+        polls = [pool.submit(call, api, "GET", f"/jobs/{status['job_id']}?wait=20") for _ in range(45)]
+        try:
+            time.sleep(1.0)  # let the polls reach the server (they wait up to 20 s each)
+            assert call(api, "GET", "/health", token=None) == (200, {"status": "ok"})
+            assert call(api, "GET", "/jobs")[0] == 200
+            assert not any(p.done() for p in polls)  # neither waited for a long poll to end
+        finally:
+            cluster.stores.mds.set(release, 1, ex=60)
+        assert all(p.result()[0] == 200 for p in polls)
