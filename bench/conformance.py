@@ -53,6 +53,11 @@ LOCKS = "locks: a threading lock shared between the caller and its tasks cannot 
 LOOKUP = "tests Dask's scheduler lookup or a scheduler's own options, which the routing replaces"
 STORE_IN_CALLER = ("da.store into a numpy array of the caller: the writes land in a copy in another process "
                    "(Wukong refuses such graphs with UnsupportedGraphError)")
+ZARR_IN_MEMORY = ("to_zarr into an in-memory zarr array (a dict store) of the caller: the writes land in a "
+                  "copy in another process, so the caller's array stays empty")
+SHARD_WRITES = ("zarr shards on disk written from several processes at once: dask chunks smaller than a shard "
+                "each rewrite the whole shard file, so concurrent writers lose each other's chunks (passes "
+                "under Dask's in-process schedulers, fails under dask.multiprocessing and Wukong alike)")
 MISSING_FIXTURE = "needs a pytest plugin's fixture that is not installed"
 WARNINGS_AS_ERRORS = ("expects a warning raised as an error: Dask's own pytest configuration turns warnings "
                       "from dask, numpy and pandas into errors, these runs keep Python's default filters")
@@ -84,6 +89,11 @@ REASONS: dict[str, str] = {
     "test_store_locks_count_calls": LOCKS,
     "test_from_array_with_lock": LOCKS,  # the caller holds the lock; tasks get a copy of it
     "test_from_array_getitem": SIDE_EFFECTS,  # a nonlocal flag set by a custom getitem
+    "test_zarr_existing_array": ZARR_IN_MEMORY,
+    "test_zarr_regions": ZARR_IN_MEMORY,
+    "test_zarr_sharding_roundtrip": SHARD_WRITES,
+    "test_zarr_to_zarr_shards": ZARR_IN_MEMORY,
+    "test_zarr_risky_shards_warns": WARNINGS_AS_ERRORS,  # pytest.raises(PerformanceWarning)
 }
 
 # Wukong-only failures whose cause is diagnosed (docs/conformance.md lists them with the rest).
