@@ -68,11 +68,23 @@ def test_with_client_dask_builds_task_shuffles_and_a_users_choice_is_kept(cluste
 def test_a_store_into_the_callers_numpy_array_is_refused_not_lost(client):
     x = da.arange(16, chunks=4).reshape(4, 4).rechunk(2)
     target = np.zeros((4, 4))
-    with pytest.raises(UnsupportedGraphError, match=r"store-map.*numpy array of this process.*zarr"):
+    with pytest.raises(UnsupportedGraphError, match=r"store-map.*array in this process's memory.*zarr or HDF5"):
         da.store(x, target, scheduler=client.get)
     assert (target == 0).all()
     target[...] = x.compute(scheduler=client.get)  # what the message suggests works
     assert (target == np.arange(16).reshape(4, 4)).all()
+
+
+def test_to_zarr_into_an_in_memory_zarr_array_is_refused_and_on_disk_works(client, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    x = da.arange(16, chunks=4)
+    in_memory = zarr.zeros((16,), chunks=(4,), dtype=x.dtype)
+    with dask.config.set(scheduler=client.get):  # to_zarr takes no scheduler argument
+        with pytest.raises(UnsupportedGraphError, match="in-memory zarr array"):
+            da.to_zarr(x, in_memory)
+        on_disk = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=(16,), chunks=(4,), dtype=x.dtype)
+        da.to_zarr(x, on_disk)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "x.zarr"))[:], np.arange(16))
 
 
 def test_a_store_into_a_target_executors_can_reach_works(client, tmp_path):

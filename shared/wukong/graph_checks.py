@@ -51,8 +51,17 @@ def _stores_into_caller_memory(obj: Any) -> bool:
     from dask.array.core import load_store_chunk
 
     target = obj.args[1].value if isinstance(obj.args[1], DataNode) else obj.args[1]
-    # a numpy memmap pickles as a plain in-memory copy too
-    return obj.func is load_store_chunk and isinstance(target, np.ndarray)
+    return obj.func is load_store_chunk and _in_caller_memory(target)
+
+
+def _in_caller_memory(target: Any) -> bool:
+    """A numpy array (a memmap pickles as a plain in-memory copy too), or a zarr array whose store
+    is in memory (``zarr.zeros``, a dict store): an executor would write into its own copy."""
+    if isinstance(target, np.ndarray):
+        return True
+    store = getattr(target, "store", None)
+    return (type(target).__module__ or "").startswith("zarr") and (
+        isinstance(store, dict) or type(store).__name__ == "MemoryStore")
 
 
 def _uses_partd(obj: Any) -> bool:
@@ -64,8 +73,8 @@ def check_out_of_process(graph: TaskGraph) -> None:
     tid = _first(graph, _stores_into_caller_memory)
     if tid is not None:
         raise UnsupportedGraphError(
-            f"task {graph.keys[tid]!r} stores into a numpy array of this process (da.store into an "
-            "in-memory target); Wukong's executors run in other processes and would write into copies, "
+            f"task {graph.keys[tid]!r} stores into an array in this process's memory (da.store or to_zarr "
+            "into a numpy array or an in-memory zarr array); Wukong's executors run in other processes and would write into copies, "
             "leaving your array unchanged. Compute the values instead (target[...] = "
             "x.compute(scheduler=client.get)), or store into an on-disk target such as zarr or HDF5")
 
