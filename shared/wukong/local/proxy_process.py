@@ -12,6 +12,7 @@ import sys
 import time
 
 from wukong.errors import WukongError
+from wukong.local.lifetime import die_with_owner
 from wukong.local.redis_server import free_port
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
 from wukong.storage import StorageSpec
@@ -53,7 +54,7 @@ class ProxyProcess:
             self._proc = subprocess.Popen(
                 [sys.executable, *entry, "--host", "127.0.0.1", "--port", str(self.port),
                  "--queue-key", self.queue_key, "--invokers", str(self.n_invokers), "--config-stdin"],
-                stdin=subprocess.PIPE, env=env, start_new_session=True,
+                stdin=subprocess.PIPE, env=env, start_new_session=True, preexec_fn=die_with_owner(),
             )
             # the password goes through stdin, never argv or the environment
             self._proc.stdin.write(json.dumps({

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from wukong.errors import RedisUnavailableError
+from wukong.local.lifetime import die_with_owner
 
 START_TIMEOUT = 15.0
 
@@ -70,6 +71,7 @@ class RedisServerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 cwd=self._dir.name,
+                preexec_fn=die_with_owner(),  # a SIGKILLed owner must not leave the server running
             )
             # the config goes through stdin so the password never shows in `ps`
             self._proc.stdin.write(self._config().encode())
