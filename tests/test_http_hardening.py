@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import resource
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -229,23 +231,22 @@ def test_a_recurring_refusal_is_logged_once_per_interval_with_a_count():
 
 # --- file descriptors: `wukong serve` under `ulimit -n 256` ------------------------------------------
 
-def serve_with_fd_limit(nofile: int, stderr_path, *args: str) -> tuple[str, int, subprocess.Popen]:
-    """`wukong serve` with RLIMIT_NOFILE ``nofile``; its stderr goes to a file (a flood of
-    tracebacks would fill a pipe and block the server)."""
+def start_serve(stderr_path, *args: str, nofile: int | None = None, env: dict | None = None):
+    """`wukong serve` on a free port, with RLIMIT_NOFILE ``nofile`` if given: (host, port, token,
+    process). Its stderr goes to a file (a flood of tracebacks would fill a pipe and block it)."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen([str(WUKONG), "serve", "--port", "0", "--workers", "1", *args],
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                                env=clean_env(), preexec_fn=limit)
-    endpoint = proc.stdout.readline().strip()
-    proc.stdout.readline()  # the generated token: /health needs none
+                                env=env or clean_env(), preexec_fn=limit if nofile else None)
+    endpoint, token = proc.stdout.readline().strip(), proc.stdout.readline().strip()
     if not endpoint.startswith("WUKONG_ENDPOINT=http://127.0.0.1:"):
         proc.kill()
         proc.wait(30)
         raise AssertionError(f"unexpected serve output {endpoint!r}: {stderr_path.read_text()}")
-    return "127.0.0.1", int(endpoint.rsplit(":", 1)[1]), proc
+    return "127.0.0.1", int(endpoint.rsplit(":", 1)[1]), token.split("=", 1)[1], proc
 
 
 def health(host: str, port: int) -> int:
@@ -261,8 +262,6 @@ def health(host: str, port: int) -> int:
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux /proc)."""
-    import os
-
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -276,24 +275,33 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def stop_serve(proc: subprocess.Popen) -> None:
-    """Ctrl-C, as a user would, then check it exited 0 and took its Redis and workers with it."""
-    import os
-    import signal
-
-    kids = children(proc.pid)
-    proc.send_signal(signal.SIGINT)
+def running(pid: int) -> bool:
     try:
-        assert proc.wait(60) == 0
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline and any(map(running, pids)):
+        time.sleep(0.1)
+    assert not [p for p in pids if running(p)], "processes of wukong serve still running"
+
+
+def stop_serve(proc: subprocess.Popen, expect: int = 0) -> None:
+    """Ctrl-C, as a user would, then check it exited ``expect`` and took its Redis and workers with it."""
+    kids = children(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(60) == expect
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") for k in kids):
-        time.sleep(0.1)
-    left = [k for k in kids if os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().split()[2]]
-    assert not left, f"processes of wukong serve still running: {left}"
+    assert_gone(kids)
 
 
 @pytest.mark.timeout(180)
@@ -302,7 +310,7 @@ def test_260_idle_sockets_under_ulimit_256_do_not_keep_health_from_answering(tmp
     tracebacks. Now at most 64 connections (a quarter of 256) are open, idle ones make room for new
     clients, and the limit is logged once. The 60 s header timeout shows it is not the deadlines."""
     err = tmp_path / "stderr"
-    host, port, proc = serve_with_fd_limit(256, err, "--header-timeout", "60")
+    host, port, _, proc = start_serve(err, "--header-timeout", "60", nofile=256)
     socks = []
     try:
         socks = [socket.create_connection((host, port), timeout=BOUND) for _ in range(260)]
@@ -322,7 +330,7 @@ def test_running_out_of_file_descriptors_is_logged_once_not_per_accept(tmp_path)
     logged a traceback for each attempt (1.3 million lines in 10 s); now one line, the server stops
     accepting for a second at a time, and /health answers once the idle sockets time out."""
     err = tmp_path / "stderr"
-    host, port, proc = serve_with_fd_limit(256, err, "--max-connections", "1000", "--header-timeout", "2")
+    host, port, _, proc = start_serve(err, "--max-connections", "1000", "--header-timeout", "2", nofile=256)
     socks = []
     try:
         socks = [socket.create_connection((host, port), timeout=BOUND) for _ in range(300)]

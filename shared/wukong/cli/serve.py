@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import signal
 
-from wukong.cli.common import EXIT_OK, positive_float, positive_int
+from wukong.cli.common import EXIT_FAILED, EXIT_OK, positive_float, positive_int
 from wukong.service.limits import (
     BODY_TIMEOUT,
     FD_SHARE,
@@ -57,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             pass
         finally:
             server.close()
+    if server.fatal is not None:
+        log.error("stopped: %s", server.fatal)
+        return EXIT_FAILED
     log.info("stopped")
     return EXIT_OK
 

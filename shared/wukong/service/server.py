@@ -91,6 +91,11 @@ class LocalApiServer:
             uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http="h11", ws="none",
                            timeout_keep_alive=self.limits.keep_alive_timeout, timeout_graceful_shutdown=5),
             self.limits)
+        #: Why the server stopped on its own (its Redis died and could not be restarted), else None.
+        self.fatal: str | None = None
+        # a Redis that dies is restarted, and the jobs that lost their data fail; one that cannot be
+        # restarted stops the server rather than leave it answering 503 for good
+        self._unsubscribe = cluster.supervise_redis(self.service.redis_restarted, self._redis_lost)
         self._thread: threading.Thread | None = None
 
     @property
@@ -116,7 +121,12 @@ class LocalApiServer:
         finally:
             self.close()
 
+    def _redis_lost(self, message: str) -> None:
+        self.fatal = message
+        self._server.should_exit = True  # uvicorn's main loop looks every 0.1 s
+
     def close(self) -> None:
+        self._unsubscribe()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
