@@ -119,3 +119,20 @@ def test_serve_exits_non_zero_saying_why_when_its_redis_cannot_be_restarted(tmp_
     log = err.read_text()
     assert "stopped (killed by SIGKILL) and could not be restarted" in log, log[-3000:]
     assert "wukong: stopped: the embedded Redis on 127.0.0.1:" in log, log[-3000:]
+
+
+@pytest.mark.timeout(180)
+def test_a_restarted_redis_dies_with_a_sigkilled_serve(tmp_path):
+    """The supervisor's thread starts the new server: it gets the parent-death signal like the first."""
+    host, port, token, proc = start_serve(tmp_path / "stderr")
+    kids = children(proc.pid)
+    try:
+        (valkey,) = redis_children(proc.pid)
+        os.kill(valkey, signal.SIGKILL)
+        wait_for(lambda: health(host, port) == 200, "/health to answer 200 again")
+        (restarted,) = wait_for(lambda: redis_children(proc.pid), "a new Redis process")
+        kids += children(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert_gone([restarted, *kids])
