@@ -91,6 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-alive", type=positive_float, default=KEEP_ALIVE_TIMEOUT, metavar="S",
                    help=f"close idle keep-alive connections after S seconds (default {KEEP_ALIVE_TIMEOUT:g})")
     p.add_argument("--max-connections", type=positive_int, default=None, metavar="N",
-                   help=f"connections open at once; more wait in the listen queue (default: {FD_SHARE * 100:g}%% of the "
-                        f"file descriptor limit, ulimit -n, within {MIN_CONNECTIONS} to {MAX_CONNECTIONS})")
+                   help=f"connections open at once; more wait in the listen queue (default: {FD_SHARE * 100:g}%% "
+                        f"of the file descriptor limit, ulimit -n, within {MIN_CONNECTIONS} to {MAX_CONNECTIONS})")
     p.set_defaults(func=cmd_serve)

@@ -295,17 +295,23 @@ class ConnectionGate:
     # --- deadlines -------------------------------------------------------------------------------
     def _sweep(self) -> None:
         now = self.loop.time()
-        for protocol in list(self.open):
-            missed = protocol.overdue(now)
-            if missed is not None:
-                kind, reason = missed
-                self.log(f"cut-{kind}", logging.INFO, "closed a connection from %s: the client %s",
-                         _peer(protocol), reason)
-                protocol.cut_off(reason)
-        if not self._closed:
-            # at the limit, look at the listen queue again: idle connections may be drainable by now
-            self._maybe_resume(at_limit_too=True)
-            self._sweeper = self.loop.call_later(self.limits.sweep_interval, self._sweep)
+        try:
+            for protocol in list(self.open):
+                try:
+                    missed = protocol.overdue(now)
+                    if missed is not None:
+                        kind, reason = missed
+                        self.log(f"cut-{kind}", logging.INFO, "closed a connection from %s: the client %s",
+                                 _peer(protocol), reason)
+                        protocol.cut_off(reason)
+                except Exception:  # a bug here must not end every deadline: drop this connection, once
+                    log.exception("checking the deadlines of a connection from %s failed", _peer(protocol))
+                    protocol.transport.abort()
+        finally:
+            if not self._closed:
+                # at the limit, look at the listen queue again: idle connections may be drainable by now
+                self._maybe_resume(at_limit_too=True)
+                self._sweeper = self.loop.call_later(self.limits.sweep_interval, self._sweep)
 
 
 def _peer(protocol: H11Protocol) -> str:
