@@ -9,7 +9,16 @@ import ipaddress
 import logging
 import signal
 
-from wukong.cli.common import EXIT_OK, positive_int
+from wukong.cli.common import EXIT_FAILED, EXIT_OK, positive_float, positive_int
+from wukong.service.limits import (
+    BODY_TIMEOUT,
+    FD_SHARE,
+    HEADER_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MIN_CONNECTIONS,
+    HttpLimits,
+)
 
 log = logging.getLogger("wukong.cli")
 DEFAULT_PORT = 8750
@@ -35,7 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM as on Ctrl-C
     log.info("starting a LocalCluster (Redis + local executor processes)")
     with LocalCluster(config=config) as cluster:
-        server = LocalApiServer(cluster, token=token, host=args.host, port=args.port, config=config)
+        limits = HttpLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                            keep_alive_timeout=args.keep_alive, max_connections=args.max_connections)
+        server = LocalApiServer(cluster, token=token, host=args.host, port=args.port, config=config, limits=limits)
         print(f"WUKONG_ENDPOINT={server.url}", flush=True)
         if token is None:  # generated: the only place it is ever shown
             print(f"WUKONG_TOKEN={server.token}", flush=True)
@@ -46,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             pass
         finally:
             server.close()
+    if server.fatal is not None:
+        log.error("stopped: %s", server.fatal)
+        return EXIT_FAILED
     log.info("stopped")
     return EXIT_OK
 
@@ -70,4 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bearer token clients must send (default: WUKONG_TOKEN, else a generated one)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="local executor processes (default: WUKONG_N_WORKERS or max(2, CPUs))")
+    p.add_argument("--header-timeout", type=positive_float, default=HEADER_TIMEOUT, metavar="S",
+                   help=f"a client must send its request headers within S seconds (default {HEADER_TIMEOUT:g})")
+    p.add_argument("--body-timeout", type=positive_float, default=BODY_TIMEOUT, metavar="S",
+                   help=f"close a connection whose request body stalls for S seconds (default {BODY_TIMEOUT:g})")
+    p.add_argument("--keep-alive", type=positive_float, default=KEEP_ALIVE_TIMEOUT, metavar="S",
+                   help=f"close idle keep-alive connections after S seconds (default {KEEP_ALIVE_TIMEOUT:g})")
+    p.add_argument("--max-connections", type=positive_int, default=None, metavar="N",
+                   help=f"connections open at once; more wait in the listen queue (default: {FD_SHARE * 100:g}%% "
+                        f"of the file descriptor limit, ulimit -n, within {MIN_CONNECTIONS} to {MAX_CONNECTIONS})")
     p.set_defaults(func=cmd_serve)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -20,6 +21,7 @@ from wukong.invocation import ParallelInvoker
 from wukong.local.proxy_process import ProxyProcess
 from wukong.scratch import ScratchDirs
 from wukong.local.redis_server import RedisServerProcess, find_redis_binary
+from wukong.local.supervisor import RedisSupervisor
 from wukong.local.workers import RedisQueueInvoker, WorkerPool
 from wukong.storage import RedisStores, StorageSpec, spec_from_config
 
@@ -61,6 +63,7 @@ class LocalCluster:
         self.stores: RedisStores | None = None
         self.pool: WorkerPool | None = None
         self.proxy: ProxyProcess | None = None
+        self.supervisor: RedisSupervisor | None = None  # started by supervise_redis()
         self.scratch = ScratchDirs()  # finished jobs' partd directories, kept a minute (wukong.scratch)
         self.queue_key = f"wukong:cluster:{uuid.uuid4().hex[:12]}:invocations"
         try:
@@ -116,9 +119,21 @@ class LocalCluster:
     def n_workers(self) -> int:
         return self.config.n_workers
 
+    def supervise_redis(self, restarted: Callable[[str], None], lost: Callable[[str], None]) -> Callable[[], None]:
+        """Restart the Redis servers this cluster started if they die (wukong.local.supervisor), and
+        tell ``restarted(message)`` or ``lost(message)``; returns the function that unsubscribes.
+        Servers it did not start (redis_endpoints, REDIS_URL) are not its to restart: nothing happens."""
+        if not self.servers:
+            return lambda: None
+        if self.supervisor is None:
+            self.supervisor = RedisSupervisor(self.servers)
+        return self.supervisor.subscribe(restarted, lost)
+
     def close(self) -> None:
         """Stop the KV proxy, every worker process and every Redis server this cluster started, and
         remove the partd directories its jobs left."""
+        if self.supervisor is not None:
+            self.supervisor.halt()  # the servers stopped below must stay stopped
         self.scratch.close()
         if self.proxy is not None:
             self.proxy.stop()
@@ -132,6 +147,9 @@ class LocalCluster:
         for server in self.servers:
             server.stop()
         self.servers.clear()
+        if self.supervisor is not None:  # only now: servers it restarted die with its thread
+            self.supervisor.finish()
+            self.supervisor = None
 
     def __enter__(self) -> "LocalCluster":
         return self

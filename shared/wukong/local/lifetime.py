@@ -15,15 +15,18 @@ from collections.abc import Callable
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_owner(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+def die_with_owner(sig: int = signal.SIGTERM, thread_outlives_child: bool = False) -> Callable[[], None] | None:
     """A ``preexec_fn`` making the child receive ``sig`` when its owner dies, or None where that
     cannot be trusted.
 
     Linux sends the signal when the *thread* that forked the child ends, not the process, so it is
     used only from the main thread: a cluster made on a short-lived thread must not lose its Redis
-    when that thread returns.
+    when that thread returns. ``thread_outlives_child``: the caller's thread is known to outlive the
+    child (the Redis supervisor's, which ends only after the servers it started are stopped).
     """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread() and not thread_outlives_child:
         return None
     owner = os.getpid()
 

@@ -60,18 +60,21 @@ class RedisServerProcess:
         assert self.port is not None, "server not started"
         return ("127.0.0.1", self.port)
 
-    def start(self, attempts: int = 5) -> "RedisServerProcess":
+    def start(self, attempts: int = 5, port: int | None = None,
+              thread_outlives_child: bool = False) -> "RedisServerProcess":
+        """Start the server on ``port`` (default: a free one, picked again on each attempt)."""
         last_error = ""
         for _ in range(attempts):
             self._dir = tempfile.TemporaryDirectory(prefix="wukong-redis-")
-            self.port = free_port()
+            self.port = port or free_port()
             self._proc = subprocess.Popen(
                 [self.binary, "-"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 cwd=self._dir.name,
-                preexec_fn=die_with_owner(),  # a SIGKILLed owner must not leave the server running
+                # a SIGKILLed owner must not leave the server running
+                preexec_fn=die_with_owner(thread_outlives_child=thread_outlives_child),
             )
             # the config goes through stdin so the password never shows in `ps`
             self._proc.stdin.write(self._config().encode())
@@ -121,7 +124,11 @@ class RedisServerProcess:
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
-            _, err = self._proc.communicate(timeout=5)
+            self._proc.wait(timeout=5)
+            # not communicate(): it flushes stdin, which start() closed, and raised ValueError
+            if self._proc.stderr is not None:
+                err = self._proc.stderr.read()
+                self._proc.stderr.close()
         self._cleanup_dir()
         return (err or b"").decode(errors="replace").strip()[-500:]
 
@@ -146,3 +153,19 @@ class RedisServerProcess:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def died(self) -> bool:
+        """It exited without :meth:`stop` (killed, crashed); its return code says how."""
+        return self._proc is not None and self._proc.poll() is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def restart(self, thread_outlives_child: bool = False) -> str:
+        """Start a dead server again, empty, on the same port with the same password, so every client
+        reconnects to it unchanged. Returns what its process said on stderr as it died (may be "")."""
+        said = self._stop_failed()
+        self.start(port=self.port, thread_outlives_child=thread_outlives_child)
+        return said

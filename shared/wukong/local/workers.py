@@ -113,7 +113,11 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
                 state_dir: str | None = None) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
+    try:
+        stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
+    except redis.ConnectionError as exc:  # as below: a line, not a traceback; the monitor retries
+        log.warning("worker %d cannot reach Redis and exits, to be replaced: %s", worker_id, exc)
+        sys.exit(1)
     mds = stores.mds
     hooks = ExecutorHooks() if state_dir is None else CurrentTaskFile(current_task_path(state_dir, worker_id))
     executor = Executor(stores, RedisQueueInvoker(mds, queue_key), hooks=hooks, flush_interval=FLUSH_INTERVAL)
@@ -133,10 +137,13 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
             if payload is None:
                 executor.flush()  # about to idle: report what this worker did
                 payload = mds.blmove(queue_key, processing, 1, "LEFT", "RIGHT")
-        except redis.ConnectionError:
+        except redis.ConnectionError as exc:
             if os.getppid() != parent_pid:
                 return
-            raise
+            # the cluster's Redis is gone (its owner may restart it): one line, not a traceback per
+            # worker; the pool's monitor replaces this worker once Redis answers again
+            log.warning("worker %d lost Redis and exits, to be replaced: %s", worker_id, exc)
+            sys.exit(1)
         if payload is None:
             if os.getppid() != parent_pid:  # orphaned: the cluster's process died
                 return
@@ -212,6 +219,7 @@ class WorkerPool:
 
     # --- crash recovery ------------------------------------------------------------------------
     def _watch(self) -> None:
+        unrecovered: set[int] = set()
         while not self._stopping.wait(MONITOR_INTERVAL):
             for worker_id, proc in enumerate(self.processes):
                 if self._stopping.is_set():
@@ -221,8 +229,12 @@ class WorkerPool:
                     continue
                 try:
                     self._recover(worker_id, proc.returncode)
-                except Exception:  # Redis gone (cluster closing?): try again next round
-                    log.warning("could not recover dead worker %d", worker_id, exc_info=True)
+                except Exception:  # Redis gone (cluster closing, or restarting?): try again next round
+                    if worker_id not in unrecovered:  # said once, not every round while Redis is away
+                        log.warning("could not recover dead worker %d (will retry)", worker_id, exc_info=True)
+                    unrecovered.add(worker_id)
+                else:
+                    unrecovered.discard(worker_id)
 
     def _enforce_timeout(self, worker_id: int, proc: subprocess.Popen) -> None:
         """Kill a worker whose invocation ran past the function timeout, as Lambda stops a function;

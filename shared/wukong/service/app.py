@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from wukong.config import WukongConfig
@@ -109,6 +110,10 @@ class Guard:
 
         try:
             await self.app(scope, capped_receive, watched_send)
+        except ClientDisconnect:
+            # the client left (or was cut off for sending too slowly) mid-body: nobody to answer, and
+            # not an application error; uvicorn would log a traceback for every such request
+            return
         except _BodyTooLarge:
             if seen["started"]:
                 raise

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from wukong.config import WukongConfig, make_config
+from wukong.errors import RedisUnavailableError
 from wukong.graph import TaskGraph
 from wukong.job import JobRun, new_job_id
 from wukong.report import JobReport
@@ -149,6 +150,25 @@ class LocalJobService(JobService):
                                           "message": f"job {job_id} was cancelled"})
             job.done.wait(CANCEL_WAIT)
         return self._status(job)
+
+    def redis_restarted(self, message: str) -> None:
+        """The cluster's Redis died and came back empty: fail every job still running, with ``message``
+        (what died, and how). Their threads, waiting on the new server, see the failure and end."""
+        with self._lock:
+            running = [j for j in self._jobs.values() if not j.state.finished]
+        for job in running:
+            settings = job.run.config
+            storage = JobStorage(self.cluster.stores, job.job_id, settings.job_ttl, len(job.run.graph.output_ids))
+            event = {"kind": "error", "internal": True, "key": "<job>", "worker": "wukong serve",
+                     "type": f"{RedisUnavailableError.__module__}.{RedisUnavailableError.__qualname__}",
+                     "message": f"job {job.job_id} lost its data: {message} while it ran. The server restarted "
+                                "Redis; submit the job again"}
+            try:
+                storage.end_job("failed", event)
+            except redis.RedisError as exc:  # Redis gone again: the job's thread fails on its own
+                log.warning("could not fail job %s after the Redis restart: %s", job.job_id, exc)
+        if running:
+            log.warning("failed %d running job(s): their data was in the Redis that died", len(running))
 
     def close(self) -> None:
         """Cancel the jobs still running and wait briefly for their threads."""
