@@ -4,12 +4,15 @@ generated token, the commands submit, follow, fetch, list and cancel, and Ctrl-C
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from processes import alive, descendants
 from test_cli import WUKONG, clean_env
 
 GRAPH_PY = """
@@ -32,9 +35,15 @@ def start_serve() -> tuple[str, str, subprocess.Popen]:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGKILL the server (no cleanup runs) and check that nothing it started is left behind."""
+    started = descendants(proc.pid)
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 30  # generous: its children see it go at once
+    while any(alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in started if alive(p)], "a SIGKILLed `wukong serve` left processes running"
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +109,41 @@ def test_failures_and_cancel_exit_codes(served, tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("x = 1\n")
     assert wukong("submit", str(bad), endpoint=endpoint, token=token).returncode == 2
+
+
+SLEEPY_PY = """
+import time
+dsk = {"a": (time.sleep, 600), "b": (time.sleep, 601)}
+keys = ["a", "b"]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_on_submit_wait_cancels_the_job_with_one_line_and_exit_130(served, tmp_path):
+    endpoint, token, _ = served
+    graph = tmp_path / "sleepy.py"
+    graph.write_text(SLEEPY_PY)
+    env = clean_env(WUKONG_ENDPOINT=endpoint, WUKONG_TOKEN=token)
+    cli = subprocess.Popen([str(WUKONG), "submit", str(graph), "--wait", "--no-progress"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+                           start_new_session=True)  # its own process group, as a terminal gives it
+    job_id = cli.stdout.readline().strip()
+    deadline = time.monotonic() + 60
+    while "running" not in wukong("status", job_id, endpoint=endpoint, token=token).stdout:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    time.sleep(0.5)  # the tasks are sleeping in both of the server's workers
+    os.killpg(cli.pid, signal.SIGINT)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and job_id in lines[0] and "interrupted" in lines[0], err
+    assert "cancelled" in wukong("status", job_id, endpoint=endpoint, token=token).stdout
+    # the sleeping tasks were stopped: both workers take the next job at once, not in 600 s
+    quick = tmp_path / "quick.py"
+    quick.write_text(GRAPH_PY)
+    done = wukong("submit", str(quick), "--wait", "--no-progress", endpoint=endpoint, token=token)
+    assert done.returncode == 0 and "(42, 42)" in done.stdout, done.stderr
 
 
 @pytest.mark.timeout(90)

@@ -110,6 +110,40 @@ def test_executor_killed_mid_task_is_retried_and_the_job_completes(fault_cluster
     assert any(c["action"] == "retried" and c["cause"] == "killed by SIGKILL" for c in fault_cluster.pool.crashes)
 
 
+def link(ran: str, prev: int) -> int:
+    """A chain link that records its completed runs (one line each) in ``ran``."""
+    with open(ran, "a") as f:
+        f.write("x\n")
+    return prev + 1
+
+
+def stall_first_attempt_then_link(slow: str, ran: str, prev: int) -> int:
+    stall_first_attempt(slow, 0)
+    return link(ran, prev)
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_executors_work_is_counted_exactly_in_the_report(fault_cluster, tmp_path):
+    # one invocation runs 20 links, then stalls; it is SIGKILLed, and its retry runs it all again.
+    # The report counts every task run that completed, the killed attempt's 20 included, and the
+    # killed execution as lost: nothing is dropped with the dead process, nothing counted twice
+    slow, ran = str(tmp_path / "slow"), str(tmp_path / "ran")
+    dsk: dict = {"start": 0, ("link", 0): (link, ran, "start")}
+    for i in range(1, 20):
+        dsk[("link", i)] = (link, ran, ("link", i - 1))
+    dsk["stall"] = (stall_first_attempt_then_link, slow, ran, ("link", 19))
+    client = Client(fault_cluster)
+    handle = client.submit(dsk, "stall")
+    [victim] = wait_for_lines(Path(slow), 1)
+    os.kill(victim, signal.SIGKILL)
+    assert handle.result(progress=False) == 21
+    report = handle.report
+    # the literal "start" is a task too, run by both attempts
+    assert report.tasks_run == len(Path(ran).read_text().split()) + 2 == (20 + 1) + (21 + 1)
+    assert report.executors_lost == 1
+    assert report.executors_invoked == report.executors_finished + report.executors_lost == 2
+
+
 @pytest.mark.timeout(120)
 def test_retries_exhausted_fail_the_job_naming_the_task(fault_cluster, tmp_path):
     marker = str(tmp_path / "doomed")
@@ -248,6 +282,33 @@ def test_cancel_and_job_timeout_stop_every_executor_of_the_job(fault_cluster, tm
 def sleep_then(seconds: float, x: int) -> int:
     time.sleep(seconds)
     return x
+
+
+def record_then_sleep(marker: str, seconds: float, x: int) -> int:
+    record_attempt(marker)
+    return sleep_then(seconds, x)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["cancel", "job_timeout"])
+def test_an_ended_jobs_running_task_is_stopped_and_the_next_job_starts_at_once(how, tmp_path):
+    # one worker, busy with a task that would sleep for 10 minutes: unless the task is stopped
+    # when its job ends, the next job waits for it (the pytest timeout fails the test then)
+    with LocalCluster(n_workers=1) as cluster:
+        client = Client(cluster)
+        marker = tmp_path / "sleeping"
+        dsk = {"x": 1, "sleepy": (record_then_sleep, str(marker), 600, "x")}
+        handle = client.submit(dsk, "sleepy", **({"job_timeout": 3.0} if how == "job_timeout" else {}))
+        wait_for_lines(marker, 1)  # the task is running
+        if how == "cancel":
+            handle.cancel()
+        final = handle.wait(progress=False)
+        assert final.error.kind == ("cancelled" if how == "cancel" else "timeout")
+        assert client.get({"a": 1, "b": (add, "a", 1)}, "b") == 2
+        stopped = [c for c in cluster.pool.crashes if c["action"] == "stopped"]
+        assert stopped and stopped[0]["job_id"] == handle.job_id  # stopped, not retried
+        report = handle.report
+        assert report.executors_lost == 1 and report.executors_invoked == report.executors_finished + 1
 
 
 @pytest.mark.timeout(120)

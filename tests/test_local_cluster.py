@@ -12,6 +12,7 @@ from operator import add
 import dask.array as da
 import numpy as np
 import pytest
+from processes import alive, child_processes
 from graph_shapes import tree_sum_graph
 import redis
 
@@ -21,33 +22,6 @@ from wukong.local.redis_server import RedisServerProcess
 SERVER_NAMES = ("redis-server", "valkey-server")
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="process checks read /proc")
-
-
-def child_processes() -> dict[int, str]:
-    """Live (non-zombie) direct children of this process, pid -> command name, read from /proc."""
-    me, found = os.getpid(), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # the command name is in parentheses and may itself contain spaces or parentheses
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me and state != "Z":
-            found[int(entry)] = name
-    return found
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def blocks_fan_in(n_blocks: int, block_len: int) -> tuple[dict, str]:
@@ -96,7 +70,8 @@ def test_seed_keyword_arguments_use_the_given_redis(external_redis):
         started = {pid: name for pid, name in child_processes().items() if pid not in before}
         assert cluster.servers == []
         assert not any(name in SERVER_NAMES for name in started.values()), started
-        assert len(started) == 3  # the two worker processes and the local KV proxy
+        # the two worker processes, the local KV proxy, and the reaper of its temporary directory
+        assert sorted(started.values()) == ["python", "python", "python", "sh"], started
         assert cluster.spec.mds == external_redis.endpoint
         # use_local_proxy wins over the seed's EC2 proxy address (its proxy.py is not here: ours runs)
         assert cluster.proxy is not None and cluster.proxy.running
@@ -139,11 +114,11 @@ def test_context_manager_ends_every_process_and_server():
     before = child_processes()
     with LocalCluster(n_workers=2, num_kv_shards=2) as cluster:
         started = {pid: name for pid, name in child_processes().items() if pid not in before}
-        assert len(started) == 4, started  # 2 workers + MDS/KV server + a second KV server
+        assert len(started) == 5, started  # 2 workers, MDS/KV server, a second KV server, tmp reaper
         assert sum(name in SERVER_NAMES for name in started.values()) == 2
         assert {p.pid for p in cluster.pool.processes} <= started.keys()
         assert Client(cluster).get({"a": 1, "b": (add, "a", 1)}, "b") == 2
-    assert [pid for pid in started if is_alive(pid)] == []
+    assert [pid for pid in started if alive(pid)] == []
     assert child_processes().keys() <= before.keys()
 
 
@@ -151,9 +126,9 @@ def test_close_ends_every_process_and_is_idempotent():
     before = child_processes()
     cluster = LocalCluster(n_workers=2)
     started = [pid for pid in child_processes() if pid not in before]
-    assert len(started) == 3
+    assert len(started) == 4  # 2 workers, Redis, and the reaper of its temporary directory
     cluster.close()
-    assert [pid for pid in started if is_alive(pid)] == []
+    assert [pid for pid in started if alive(pid)] == []
     cluster.close()  # a second close is harmless
     with pytest.raises(RuntimeError, match="closed"):
         Client(cluster).get({"a": 1}, "a")
@@ -163,10 +138,10 @@ def test_client_without_cluster_starts_and_closes_its_own():
     before = child_processes()
     with Client(n_workers=1) as client:
         started = [pid for pid in child_processes() if pid not in before]
-        assert len(started) == 2  # its own Redis and one worker
+        assert len(started) == 3  # its own Redis, one worker, the temporary directory's reaper
         dsk, root = tree_sum_graph(16, "own")
         assert client.get(dsk, root) == sum(range(16))
-    assert [pid for pid in started if is_alive(pid)] == []
+    assert [pid for pid in started if alive(pid)] == []
 
 
 # --- many jobs on one cluster ------------------------------------------------------------------------

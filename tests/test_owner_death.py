@@ -4,13 +4,13 @@ cleanup at all) leaves no Valkey and no KV proxy behind."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from processes import alive
 
 OWNER = """
 import json, sys, time
@@ -20,18 +20,6 @@ pids = [s._proc.pid for s in cluster.servers] + [cluster.proxy._proc.pid]
 print(json.dumps(pids), flush=True)
 time.sleep(300)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped by init) counts as gone
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")

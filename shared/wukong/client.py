@@ -12,6 +12,7 @@ from typing import Any
 
 import dask
 
+from wukong.errors import job_interrupted
 from wukong.config import WukongConfig, make_config
 from wukong.graph import normalize_graph
 from wukong.graph_checks import check_out_of_process
@@ -99,7 +100,7 @@ class Client:
             return handle.result(progress=show)
         except KeyboardInterrupt:  # the user gave up on the job: do not leave it running remotely
             handle.cancel()
-            raise
+            raise job_interrupted(f"job {handle.job_id} interrupted (Ctrl-C): cancelled") from None
         finally:
             self.last_report = handle.report
 

@@ -87,3 +87,35 @@ class ValueNotStoredError(WukongError):
 
     def __reduce__(self):
         return type(self), (self.what, self.nbytes, self.reason)
+
+
+def job_interrupted(message: str) -> KeyboardInterrupt:
+    """The KeyboardInterrupt to raise when Ctrl-C stopped a job (cancelled, its tasks stopped).
+
+    A plain KeyboardInterrupt, not a subclass: code that handles Ctrl-C handles it, and Python
+    exits with 130 only for that exact type. Left uncaught in a script it prints ``message`` in
+    one line instead of a traceback (see :func:`report_interrupts_in_one_line`).
+    """
+    exc = KeyboardInterrupt(message)
+    exc.wukong_job_interrupted = True  # type: ignore[attr-defined]
+    report_interrupts_in_one_line()
+    return exc
+
+
+def report_interrupts_in_one_line() -> None:
+    """Make an uncaught job interrupt print one line on stderr instead of a traceback; any other
+    exception still goes to the hook that was there before."""
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "wukong_interrupts", False):
+        return
+
+    def hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        if getattr(exc, "wukong_job_interrupted", False):
+            print(f"wukong: {exc}", file=sys.stderr, flush=True)
+        else:
+            previous(exc_type, exc, tb)
+
+    hook.wukong_interrupts = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -136,6 +136,7 @@ class Executor:
             counts["busy_seconds"] += time.perf_counter() - started
             self.hooks.invocation_done(counts + run.flushed)  # the whole invocation, mid-run flushes too
             self._add_counts(job, job_totals(counts))
+            self.hooks.counts_pending({jid: (j.ttl, c) for jid, (j, c) in self._pending.items()})
             if time.monotonic() - self._last_flush >= self.flush_interval:
                 self.flush()
 
@@ -154,11 +155,14 @@ class Executor:
         """Report the counts of finished invocations to their jobs' statistics."""
         pending, self._pending = self._pending, {}
         self._last_flush = time.monotonic()
+        if not pending:
+            return
         for job, counts in pending.values():
             try:
                 JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs).flush_counts(dict(counts))
             except Exception:  # statistics are best effort; the job's outcome is already decided
                 log.warning("could not report counts of job %s", job.job_id, exc_info=True)
+        self.hooks.counts_pending({})
 
 
 class _TaskRaised(Exception):
@@ -277,6 +281,7 @@ class _Run:
             raise _TaskRaised(failure_event(record.key, exc)) from exc
         self.counts.task_seconds += time.perf_counter() - t0
         self.counts.tasks += 1
+        hooks.task_finished()
         self._report_warnings(record, n_caught)
         dirs = take_over_dirs(value)  # a partd object: its files must outlive this executor's copy
         if dirs:
@@ -455,6 +460,7 @@ class _Run:
         counts = self.take_counts()
         self.flushed.update(counts)
         self.storage.flush_counts(dict(job_totals(counts)))
+        self.executor.hooks.running_counts_reported()
         if self.storage.has_ended():
             raise JobEnded()
         self.executor.hooks.progress(self.storage)

@@ -22,6 +22,16 @@ class ExecutorHooks:
     def task_started(self, key: object) -> None:
         """A task is about to run (e.g. tag log lines with its key)."""
 
+    def task_finished(self) -> None:
+        """The task last started returned (its count is not reported to the job yet)."""
+
+    def running_counts_reported(self) -> None:
+        """The running invocation's counts so far were added to its job's totals."""
+
+    def counts_pending(self, pending: Mapping[str, tuple[int, Mapping[str, float]]]) -> None:
+        """Counts of finished invocations not yet reported, by job id: (job ttl, counts); the
+        running invocation's are among them now. Called again with ``{}`` once they are reported."""
+
     def job_ended(self, storage: JobStorage) -> None:
         """This executor stored the job's last requested result, or recorded the job's first failure.
 

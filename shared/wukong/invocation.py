@@ -66,6 +66,11 @@ class Invoker(abc.ABC):
         fixed pool reports its queue, so a delayed-I/O waiter never holds a slot work waits for."""
         return 0
 
+    def job_ended(self, job_id: str) -> None:
+        """The job is over (done, failed, cancelled, timed out): stop what still runs of it, where
+        the backend can. Lambda cannot stop a running function: its executors stop at their next
+        check of the job's end (wukong.executor.CHECK_INTERVAL); the local pool kills its workers."""
+
 
 class ParallelInvoker(Invoker):
     """Splits a large invoke into batches started by ``n_invokers`` threads over ``inner``.
@@ -90,6 +95,9 @@ class ParallelInvoker(Invoker):
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:  # every batch was tried; one failure still fails the caller's job
             raise errors[0]
+
+    def job_ended(self, job_id: str) -> None:
+        self.inner.job_ended(job_id)
 
 
 def split_batches(items: Sequence[bytes], n: int, min_batch: int) -> list[Sequence[bytes]]:

@@ -26,6 +26,7 @@ from wukong.errors import (
     JobTimeoutError,
     RedisUnavailableError,
     RemoteTaskError,
+    job_interrupted,
     SerializationError,
 )
 from wukong.graph import TaskGraph
@@ -206,7 +207,7 @@ class JobRun:
         with self._redis_errors("planning"):
             job = plan_job(self.graph, self.stores, self.config, job_id=self.job_id)
         storage = JobStorage.for_job(self.stores, job.settings)
-        status = "failed"
+        status, interrupted = "failed", None
         payloads = job.leaf_payloads()
         try:
             with self._redis_errors("running"):
@@ -226,15 +227,32 @@ class JobRun:
                 return nested_get(self.graph.requested, values)
             status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
             raise_job_error(event)
+        except KeyboardInterrupt:
+            status = interrupted = "cancelled"
+            raise self._interrupted(storage) from None
         finally:
+            if status != "succeeded":  # what still runs of the job is stopped (the local pool kills it)
+                self.invoker.job_ended(self.job_id)
             try:
                 self.report = finalize_job(storage, job.record, self.config, status,
                                            time.perf_counter() - started,
+                                           # interrupted: the user wants out now, not the last counts
+                                           settle_timeout=0.0 if interrupted else SETTLE_TIMEOUT,
                                            payload_bytes=sum(len(p) for p in payloads),
                                            dirs_done=remove_dirs if self.scratch is None else self.scratch.add)
             except redis.RedisError as exc:  # never hide the job's own outcome behind a cleanup error
                 log.warning("could not finalize job %s (%s); its keys expire after job_ttl=%s s",
                             self.job_id, exc, self.config.job_ttl)
+
+    def _interrupted(self, storage: JobStorage) -> KeyboardInterrupt:
+        """Cancel the job Ctrl-C interrupted (its executors stop at their next check; the local
+        pool stops those inside a task) and say so in one line."""
+        message = f"job {self.job_id} interrupted (Ctrl-C): cancelled, and its running tasks stopped"
+        try:
+            storage.end_job("cancelled", {"kind": "error", "reason": "cancelled", "message": message})
+        except redis.RedisError as exc:
+            message = f"job {self.job_id} interrupted (Ctrl-C); could not cancel it ({exc})"
+        return job_interrupted(message)
 
     @contextlib.contextmanager
     def _redis_errors(self, doing: str) -> Iterator[None]:
@@ -313,7 +331,8 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
     """
     counts = storage.read_counts()
     deadline = time.monotonic() + settle_timeout
-    while counts.get("executors_finished", 0) < record.n_leaves + counts.get("invoked", 0):
+    # every execution ends finished or lost (its worker died; the local pool counts those)
+    while counts.get("executors_finished", 0) + counts.get("executors_lost", 0) < record.n_leaves + counts.get("invoked", 0):
         if time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -335,6 +354,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
         delayed_io_writes=c.get("delayed_io_writes", 0),
         duplicates_dropped=c.get("duplicates_dropped", 0),
         executors_finished=c.get("executors_finished", 0),
+        executors_lost=c.get("executors_lost", 0),
         mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
         kv_ops=c.get("kv_ops", 0) + mine.kv_ops,
         round_trips=c.get("round_trips", 0) + mine.round_trips,

@@ -30,6 +30,9 @@ class JobReport:
     delayed_io_claims: int = 0  # fan-ins a big output held in memory completed itself (value never written)
     delayed_io_writes: int = 0  # big outputs held in memory that were written after all
     duplicates_dropped: int = 0  # repeated deliveries of an invocation that ran nothing
+    #: of executors_invoked, those whose process died or was stopped (retries are invocations too);
+    #: tasks_run counts what they finished before, so a task re-run by a retry counts twice
+    executors_lost: int = 0
 
     @property
     def redis_ops(self) -> int:
@@ -43,6 +46,7 @@ class JobReport:
             ("job", f"{self.job_id} ({self.status})"),
             ("tasks", f"{self.tasks_run} run of {self.n_tasks} ({self.n_leaves} leaves)"),
             ("executors", f"{self.executors_invoked} invoked, {self.executors_finished} finished"
+                          + (f", {self.executors_lost} lost (died or stopped)" if self.executors_lost else "")
                           + (f" ({self.proxy_invokes} by the KV proxy)" if self.proxy_invokes else "")),
             ("redis ops", f"{self.redis_ops} ({self.mds_ops} MDS, {self.kv_ops} KV) in {self.round_trips} round trips"),
             ("KV traffic", f"{fmt_bytes(self.kv_bytes_written)} written, {fmt_bytes(self.kv_bytes_read)} read"),

@@ -20,6 +20,7 @@ from types import FrameType
 
 from wukong.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from wukong.cli.demo import relative_error_up_to_row_signs, tree_reduction_graph
+from wukong.local.lifetime import raise_from_signal
 
 __all__ = ["main", "build_parser", "relative_error_up_to_row_signs", "tree_reduction_graph"]
 
@@ -69,16 +70,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGINT handler: KeyboardInterrupt, except inside a finalizer, where Python would print and
-    swallow it (a Redis client's ``__del__`` run by the garbage collector, say) and Ctrl-C would be
-    lost; there the signal is sent again a moment later, once the finalizer has returned."""
-    f = frame
-    while f is not None:
-        if f.f_code.co_name == "__del__":
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
-        f = f.f_back
-    raise KeyboardInterrupt
+    """SIGINT handler: KeyboardInterrupt (also when the signal lands in a finalizer)."""
+    raise_from_signal(signum, frame, KeyboardInterrupt())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,8 +98,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        log.error("interrupted")
+    except KeyboardInterrupt as exc:  # one line: which job was cancelled, if one was running
+        log.error("%s", exc if getattr(exc, "wukong_job_interrupted", False) else "interrupted")
         return EXIT_INTERRUPTED
     except ValidationError as exc:  # e.g. a WUKONG_* environment variable with a bad value
         log.error("invalid configuration: %s", exc)

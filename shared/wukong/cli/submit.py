@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wukong.cli._remote import add_endpoint_args, connect, emit_result, report_failure
+from wukong.errors import job_interrupted
 from wukong.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("wukong.cli")
@@ -54,9 +55,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         status = handle.wait(progress=not args.no_progress)
     except KeyboardInterrupt:
-        log.error("interrupted: cancelling job %s", handle.job_id)
         handle.cancel()
-        raise
+        raise job_interrupted(f"job {handle.job_id} interrupted (Ctrl-C): cancelled") from None
     if status.state.value != "succeeded":
         report_failure(status)
         return EXIT_FAILED

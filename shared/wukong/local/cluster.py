@@ -8,8 +8,10 @@ with no meaning on one machine are documented in ``WukongConfig`` and ignored he
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ import redis
 from wukong.config import WukongConfig, make_config
 from wukong.errors import RedisUnavailableError
 from wukong.invocation import ParallelInvoker
+from wukong.local.lifetime import OwnedTempDir, SigtermAsExit
 from wukong.local.proxy_process import ProxyProcess
 from wukong.scratch import ScratchDirs
 from wukong.local.redis_server import RedisServerProcess, find_redis_binary
@@ -60,6 +63,11 @@ class LocalCluster:
             executors_use_task_queue=executors_use_task_queue, aws_region=aws_region, **settings,
         )
         self.servers: list[RedisServerProcess] = []
+        # what it writes to disk; removed at close(), or by a reaper if this process is killed
+        self.tmp = OwnedTempDir()
+        self._sigterm = SigtermAsExit()
+        self._sigterm.install()  # a plain SIGTERM shuts down as close() does (see lifetime.py)
+        self._atexit = _close_at_exit(self)
         self.stores: RedisStores | None = None
         self.pool: WorkerPool | None = None
         self.proxy: ProxyProcess | None = None
@@ -73,12 +81,12 @@ class LocalCluster:
             self.pool = WorkerPool(
                 self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads,
                 max_retries=self.config.max_retries, function_timeout=self.config.function_timeout,
-            ).start()
+            ).start(self.tmp.path)
             # leaves go out in batches from parallel threads (the client's MDS client is pooled). Unlike a
             # Lambda invoke, an RPUSH is CPU on both ends, so more threads than 2 per core only contend:
             # bench/leaf_start.py, 10,000 leaves on 2 cores: 24 ms with 1 thread, 16 ms with 4, 32 ms with 16
             n_invokers = min(self.config.num_lambda_invokers, 2 * (os.cpu_count() or 1))
-            self.invoker = ParallelInvoker(RedisQueueInvoker(self.stores.mds, self.queue_key), n_invokers)
+            self.invoker = ParallelInvoker(RedisQueueInvoker(self.stores.mds, self.queue_key, self.pool), n_invokers)
             if self.config.use_local_proxy:
                 self.proxy = ProxyProcess(self.spec, self.queue_key, self.config.num_lambda_invokers,
                                           script=self.config.local_proxy_path).start()
@@ -95,10 +103,11 @@ class LocalCluster:
         if existing is not None:
             return existing
         binary = find_redis_binary()
-        first = RedisServerProcess(binary, maxmemory=cfg.redis_maxmemory).start()
+        first = RedisServerProcess(binary, maxmemory=cfg.redis_maxmemory, tmp_root=self.tmp.path).start()
         self.servers.append(first)
         for _ in range(cfg.num_kv_shards - 1):
-            self.servers.append(RedisServerProcess(binary, password=first.password, maxmemory=cfg.redis_maxmemory).start())
+            self.servers.append(RedisServerProcess(binary, password=first.password, maxmemory=cfg.redis_maxmemory,
+                                                   tmp_root=self.tmp.path).start())
         return StorageSpec(
             mds=first.endpoint,
             kv=tuple(s.endpoint for s in self.servers),
@@ -150,6 +159,9 @@ class LocalCluster:
         if self.supervisor is not None:  # only now: servers it restarted die with its thread
             self.supervisor.finish()
             self.supervisor = None
+        self.tmp.close()
+        self._sigterm.uninstall()
+        atexit.unregister(self._atexit)
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -162,6 +174,19 @@ class LocalCluster:
             self.close()
         except Exception:
             pass
+
+
+def _close_at_exit(cluster: LocalCluster) -> Callable[[], None]:
+    """Register closing ``cluster`` at interpreter exit, without keeping it alive until then."""
+    ref = weakref.ref(cluster)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.close()
+
+    atexit.register(close)
+    return close
 
     def __repr__(self) -> str:
         state = "closed" if self.pool is None else f"{self.pool.alive()} workers"

@@ -47,10 +47,12 @@ def free_port() -> int:
 class RedisServerProcess:
     """One Redis server on 127.0.0.1, owned by this process."""
 
-    def __init__(self, binary: str | None = None, password: str | None = None, maxmemory: int | None = None):
+    def __init__(self, binary: str | None = None, password: str | None = None, maxmemory: int | None = None,
+                 tmp_root: str | None = None):
         self.binary = binary or find_redis_binary()
         self.password = password or secrets.token_urlsafe(24)
         self.maxmemory = maxmemory  # bytes; None: as much as the machine gives
+        self.tmp_root = tmp_root  # where its working directory goes (a LocalCluster's OwnedTempDir)
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
@@ -65,7 +67,7 @@ class RedisServerProcess:
         """Start the server on ``port`` (default: a free one, picked again on each attempt)."""
         last_error = ""
         for _ in range(attempts):
-            self._dir = tempfile.TemporaryDirectory(prefix="wukong-redis-")
+            self._dir = tempfile.TemporaryDirectory(prefix="wukong-redis-", dir=self.tmp_root)
             self.port = port or free_port()
             self._proc = subprocess.Popen(
                 [self.binary, "-"],
@@ -73,6 +75,7 @@ class RedisServerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 cwd=self._dir.name,
+                start_new_session=True,  # Ctrl-C in a terminal is for the owner, which stops the server
                 # a SIGKILLed owner must not leave the server running
                 preexec_fn=die_with_owner(thread_outlives_child=thread_outlives_child),
             )

@@ -33,20 +33,24 @@ from typing import Any
 import redis
 
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
-from wukong.executor import Executor, failure_event
-from wukong.hooks import ExecutorHooks
+from wukong.executor import failure_event
 from wukong.invocation import Invocation, Invoker
+from wukong.local.worker_status import (
+    STOP, WorkerStatus, WorkerStatusFile, processing_key, status_path, write_setup,
+)
 from wukong.serialization import dumps, loads
-from wukong.storage import JobStorage, RedisStores, StorageSpec, connect
+from wukong.storage import JobStorage, RedisStores, StorageSpec
 from wukong.task_keys import task_key
 
 log = logging.getLogger(__name__)
 
-STOP = b"__wukong_stop__"
 #: A busy worker reports its executors' counts (progress, statistics) at least this often.
 FLUSH_INTERVAL = 0.2
 #: How often the monitor looks for dead workers.
 MONITOR_INTERVAL = 0.2
+#: How long after its job ended a worker may go on before it is killed: an executor between
+#: tasks stops by itself at its next check, keeping its warm process.
+STOP_GRACE = 0.5
 #: Lambda retries a failed asynchronous invocation twice by default.
 DEFAULT_MAX_RETRIES = 2
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -56,9 +60,14 @@ _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
 class RedisQueueInvoker(Invoker):
     """Asynchronous "invoke": append payloads to the pool's queue in one round trip."""
 
-    def __init__(self, client: redis.Redis, queue_key: str):
+    def __init__(self, client: redis.Redis, queue_key: str, pool: WorkerPool | None = None):
         self.client = client
         self.queue_key = queue_key
+        self.pool = pool  # the pool behind the queue, where this invoker is the cluster's own
+
+    def job_ended(self, job_id: str) -> None:
+        if self.pool is not None:
+            self.pool.stop_job(job_id)
 
     def invoke(self, payloads: Sequence[bytes]) -> None:
         for i in range(0, len(payloads), 1000):
@@ -68,107 +77,9 @@ class RedisQueueInvoker(Invoker):
         return int(self.client.llen(self.queue_key))
 
 
-def processing_key(queue_key: str, worker_id: int) -> str:
-    """The list holding the payload worker ``worker_id`` is running, for recovery if it dies."""
-    return f"{queue_key}:processing:{worker_id}"
-
-
-class CurrentTaskFile(ExecutorHooks):
-    """A small file per worker that the monitor reads: when the current invocation started (to
-    enforce the function timeout, as Lambda does) and the key of the task running now (so a crash
-    is reported against the task that caused it). One pwrite per task: far cheaper than Redis."""
-
-    SIZE = 512  # bytes for the key; the invocation's start time follows
-
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    def task_started(self, key: object) -> None:
-        os.pwrite(self.fd, repr(key).encode("utf-8", "replace")[: self.SIZE].ljust(self.SIZE, b"\0"), 0)
-
-    def invocation_started(self) -> None:
-        os.pwrite(self.fd, f"{time.time():.3f}".encode().ljust(32, b"\0"), self.SIZE)
-
-    def invocation_finished(self) -> None:
-        os.pwrite(self.fd, b"\0" * 32, self.SIZE)
-
-    @classmethod
-    def read(cls, path: str) -> tuple[str | None, float | None]:
-        """(key of the task running or last run, start time of the running invocation or None)."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read(cls.SIZE + 32)
-        except OSError:
-            return None, None
-        key = data[: cls.SIZE].rstrip(b"\0").decode("utf-8", "replace") or None
-        started = data[cls.SIZE :].rstrip(b"\0")
-        return key, float(started) if started else None
-
-
-def current_task_path(state_dir: str, worker_id: int) -> str:
-    return os.path.join(state_dir, f"worker-{worker_id}.task")
-
-
-def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: int = 0,
-                state_dir: str | None = None) -> None:
-    """Body of one worker process: take invocations off the queue until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    try:
-        stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
-    except redis.ConnectionError as exc:  # as below: a line, not a traceback; the monitor retries
-        log.warning("worker %d cannot reach Redis and exits, to be replaced: %s", worker_id, exc)
-        sys.exit(1)
-    mds = stores.mds
-    hooks = ExecutorHooks() if state_dir is None else CurrentTaskFile(current_task_path(state_dir, worker_id))
-    executor = Executor(stores, RedisQueueInvoker(mds, queue_key), hooks=hooks, flush_interval=FLUSH_INTERVAL)
-    processing = processing_key(queue_key, worker_id)
-    mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
-    done_with_last = False
-    while True:
-        try:
-            if done_with_last:  # release the finished payload and take the next in one round trip
-                pipe = mds.pipeline(transaction=False)
-                pipe.delete(processing)
-                pipe.lmove(queue_key, processing, "LEFT", "RIGHT")
-                payload = pipe.execute()[1]
-            else:
-                payload = mds.lmove(queue_key, processing, "LEFT", "RIGHT")
-            done_with_last = False
-            if payload is None:
-                executor.flush()  # about to idle: report what this worker did
-                payload = mds.blmove(queue_key, processing, 1, "LEFT", "RIGHT")
-        except redis.ConnectionError as exc:
-            if os.getppid() != parent_pid:
-                return
-            # the cluster's Redis is gone (its owner may restart it): one line, not a traceback per
-            # worker; the pool's monitor replaces this worker once Redis answers again
-            log.warning("worker %d lost Redis and exits, to be replaced: %s", worker_id, exc)
-            sys.exit(1)
-        if payload is None:
-            if os.getppid() != parent_pid:  # orphaned: the cluster's process died
-                return
-            continue
-        done_with_last = True
-        if payload == STOP:
-            mds.delete(processing)
-            return
-        try:
-            invocation = loads(payload)
-        except Exception:
-            log.exception("dropping an invocation payload that does not unpickle")
-            continue
-        if isinstance(hooks, CurrentTaskFile):
-            hooks.invocation_started()
-        try:
-            executor.handle(invocation)
-        except Exception:  # keep the warm worker alive: one bad invocation must not shrink the pool
-            log.exception("an invocation failed outside its job's error handling")
-        if isinstance(hooks, CurrentTaskFile):
-            hooks.invocation_finished()
-
-
 class WorkerPool:
-    """``n_workers`` warm executor processes, replaced (and their invocation retried) if they die."""
+    """``n_workers`` warm executor processes, replaced (and their invocation retried) if they die,
+    and stopped (then replaced) when the job they run has ended: cancelled, timed out, failed."""
 
     def __init__(self, spec: StorageSpec, queue_key: str, n_workers: int, limit_blas_threads: bool = True,
                  max_retries: int = DEFAULT_MAX_RETRIES, function_timeout: float | None = None):
@@ -178,17 +89,22 @@ class WorkerPool:
         self.limit_blas_threads = limit_blas_threads
         self.max_retries = max_retries
         self.function_timeout = function_timeout
-        self._timed_out: set[int] = set()  # workers the monitor killed for running too long
         self.processes: list[subprocess.Popen] = []
         #: Workers that died and were replaced, with what became of their invocations (for reports/tests).
         self.crashes: list[dict[str, Any]] = []
+        #: Workers the monitor killed itself, and why: ("timeout", None) or ("job ended", job id).
+        self._killed: dict[int, tuple[str, str | None]] = {}
+        self._ended: dict[str, float] = {}  # ended job id -> when to kill what still runs of it
+        self._lock = threading.Lock()
         self._env: dict[str, str] = {}
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
-        self._control: redis.Redis | None = None
+        self._stores: RedisStores | None = None
         self._state_dir: str | None = None
+        self._own_state_dir = False
 
-    def start(self) -> "WorkerPool":
+    def start(self, tmp_root: str | None = None) -> "WorkerPool":
+        """Start the workers; their status files and temporary files go below ``tmp_root``."""
         env = dict(os.environ)
         if self.limit_blas_threads:
             env.update({name: "1" for name in _BLAS_ENV})
@@ -196,10 +112,17 @@ class WorkerPool:
         # workers import task functions by reference (pickle and cloudpickle both do for any module
         # but __main__), so they must see the client's import path, as multiprocessing children do
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        if tmp_root is not None:
+            # like Lambda's /tmp: what tasks write (partd's shuffle files too) goes with the cluster
+            env["TMPDIR"] = os.path.join(tmp_root, "tmp")
+            os.makedirs(env["TMPDIR"], exist_ok=True)
+            self._state_dir = os.path.join(tmp_root, "workers")
+            os.makedirs(self._state_dir, exist_ok=True)
+        else:
+            self._state_dir, self._own_state_dir = tempfile.mkdtemp(prefix="wukong-workers-"), True
         self._env = env
-        self._state_dir = tempfile.mkdtemp(prefix="wukong-workers-")
         self.processes = [self._spawn(i) for i in range(self.n_workers)]
-        self._control = connect(self.spec.mds, self.spec)
+        self._stores = RedisStores(self.spec)
         self._monitor = threading.Thread(target=self._watch, name="wukong-worker-monitor", daemon=True)
         self._monitor.start()
         return self
@@ -209,94 +132,130 @@ class WorkerPool:
             [sys.executable, "-m", "wukong.local.worker_process"], stdin=subprocess.PIPE, env=self._env,
             start_new_session=True,  # Ctrl-C in a terminal reaches the client, not the workers
         )
-        # the spec holds the Redis password: it goes through stdin, never argv or the environment
-        proc.stdin.write(dumps((self.spec, self.queue_key, os.getpid(), worker_id, self._state_dir)))
-        proc.stdin.close()
+        # the spec holds the Redis password: it goes through stdin, never argv or the environment.
+        # The pipe stays open: the worker exits when it closes, however this process ends.
+        write_setup(proc.stdin, (self.spec, self.queue_key, worker_id, self._state_dir))
         return proc
 
     def alive(self) -> int:
         return sum(p.poll() is None for p in self.processes)
 
-    # --- crash recovery ------------------------------------------------------------------------
+    # --- the monitor: crashes, timeouts, ended jobs ----------------------------------------------
     def _watch(self) -> None:
         unrecovered: set[int] = set()
         while not self._stopping.wait(MONITOR_INTERVAL):
+            busy: dict[int, WorkerStatus] = {}
             for worker_id, proc in enumerate(self.processes):
                 if self._stopping.is_set():
-                    break
+                    return
                 if proc.poll() is None:
-                    self._enforce_timeout(worker_id, proc)
+                    status = WorkerStatusFile.read(status_path(self._state_dir, worker_id))
+                    if status.started is not None:
+                        busy[worker_id] = status
+                        self._enforce_timeout(worker_id, proc, status)
                     continue
                 try:
-                    self._recover(worker_id, proc.returncode)
+                    self._recover(worker_id, proc)
                 except Exception:  # Redis gone (cluster closing, or restarting?): try again next round
                     if worker_id not in unrecovered:  # said once, not every round while Redis is away
                         log.warning("could not recover dead worker %d (will retry)", worker_id, exc_info=True)
                     unrecovered.add(worker_id)
                 else:
                     unrecovered.discard(worker_id)
+            self._stop_ended_jobs(busy)
 
-    def _enforce_timeout(self, worker_id: int, proc: subprocess.Popen) -> None:
+    def _enforce_timeout(self, worker_id: int, proc: subprocess.Popen, status: WorkerStatus) -> None:
         """Kill a worker whose invocation ran past the function timeout, as Lambda stops a function;
         its invocation is then retried or failed like any other crash."""
-        if self.function_timeout is None:
-            return
-        _, started = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
-        if started is not None and time.time() - started > self.function_timeout:
-            self._timed_out.add(worker_id)
+        if self.function_timeout is not None and time.time() - status.started > self.function_timeout:
+            self._killed[worker_id] = ("timeout", None)
             proc.kill()
 
-    def _recover(self, worker_id: int, returncode: int) -> None:
-        """Re-queue (or give up on) what a dead worker was running, then replace the worker."""
+    def stop_job(self, job_id: str) -> None:
+        """The job has ended: its executors still running STOP_GRACE from now are killed (an
+        executor stops by itself between tasks, keeping its warm process, but not inside a task
+        that sleeps or computes); their replacements take the next job's invocations at once."""
+        with self._lock:
+            self._ended[job_id] = time.monotonic() + STOP_GRACE
+
+    def _stop_ended_jobs(self, busy: dict[int, WorkerStatus]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            # forgotten once nothing of the job runs any more (and at the latest after a minute)
+            running = {s.job_id for s in busy.values()}
+            self._ended = {j: t for j, t in self._ended.items() if j in running and now - t < 60}
+            due = {j for j, t in self._ended.items() if now >= t}
+        for worker_id, status in busy.items():
+            if status.job_id in due and worker_id not in self._killed:
+                self._killed[worker_id] = ("job ended", status.job_id)
+                self.processes[worker_id].kill()
+
+    def _recover(self, worker_id: int, proc: subprocess.Popen) -> None:
+        """Account for, re-queue or give up on what a dead worker was running; replace the worker."""
+        if proc.stdin is not None:
+            proc.stdin.close()
+        path = status_path(self._state_dir, worker_id)
+        status = WorkerStatusFile.read(path)
+        killed = self._killed.pop(worker_id, None)
         processing = processing_key(self.queue_key, worker_id)
-        pipe = self._control.pipeline(transaction=True)
+        pipe = self._stores.mds.pipeline(transaction=True)
         pipe.lrange(processing, 0, -1)
         pipe.delete(processing)
         payloads = pipe.execute()[0]
+        self._report_unflushed(status)
         for payload in payloads:
             if payload != STOP:
-                self.crashes.append(self._retry_or_fail(payload, worker_id, returncode))
+                self.crashes.append(self._after_death(loads(payload), worker_id, proc.returncode, status, killed))
         with contextlib.suppress(OSError):
-            os.unlink(current_task_path(self._state_dir, worker_id))
+            os.unlink(path)
         if not self._stopping.is_set():
             self.processes[worker_id] = self._spawn(worker_id)
 
-    def _retry_or_fail(self, payload: bytes, worker_id: int, returncode: int) -> dict[str, Any]:
-        inv: Invocation = loads(payload)  # the envelope is plain data: no user code is imported here
-        timed_out = worker_id in self._timed_out
-        self._timed_out.discard(worker_id)
+    def _report_unflushed(self, status: WorkerStatus) -> None:
+        """Add to the jobs' totals what a dead worker had counted but not yet reported, so that a
+        job's report stays exact when its executors are killed."""
+        for job_id, (ttl, counts) in status.pending.items():
+            JobStorage(self._stores, job_id, ttl, 0).flush_counts(counts)
+
+    def _after_death(self, inv: Invocation, worker_id: int, returncode: int, status: WorkerStatus,
+                     killed: tuple[str, str | None] | None) -> dict[str, Any]:
+        storage = JobStorage.for_job(self._stores, inv.job)
+        lost = {"tasks": status.tasks, "executors_lost": 1,
+                "busy_seconds": max(0.0, time.time() - status.started) if status.started else 0.0}
+        if killed is not None and killed[0] == "job ended" and killed[1] == inv.job.job_id:
+            storage.flush_counts(lost)  # the job is over: nothing to retry, nothing to report
+            log.info("stopped executor %d: its job %s has ended", worker_id, inv.job.job_id)
+            return {"job_id": inv.job.job_id, "task": status.task, "cause": "job ended", "action": "stopped"}
+        timed_out = killed is not None and killed[0] == "timeout"
         cause = f"ran past function_timeout={self.function_timeout} s" if timed_out else describe_exit(returncode)
-        running, _ = CurrentTaskFile.read(current_task_path(self._state_dir, worker_id))
         if inv.attempt < self.max_retries:
             inv.attempt += 1
-            self._control.lpush(self.queue_key, dumps(inv))  # to the front: it has waited already
+            storage.flush_counts({**lost, "invoked": 1})  # a retry is one more execution, as on Lambda
+            self._stores.mds.lpush(self.queue_key, dumps(inv))  # to the front: it has waited already
             log.warning("executor %d of job %s died (%s) running task id %d; retry %d of %d",
                         worker_id, inv.job.job_id, cause, inv.start, inv.attempt, self.max_retries)
-            return {"job_id": inv.job.job_id, "task": running, "cause": cause, "action": "retried"}
-        stores = RedisStores(inv.job.storage)
-        try:
-            storage = JobStorage(stores, inv.job.job_id, inv.job.ttl, inv.job.n_outputs)
-            key = running or task_key(inv, storage)
-            attempts = f"on each of its {inv.attempt + 1} attempts; giving up after max_retries={self.max_retries}"
-            if timed_out:
-                exc: ExecutorCrashedError = FunctionTimeoutError(
-                    f"the executor running task {key} {cause} {attempts}. Raise function_timeout "
-                    f"(Lambda allows up to 900 s) or split the task into smaller ones."
-                )
-            else:
-                exc = ExecutorCrashedError(
-                    f"the executor running task {key} died ({cause}) {attempts}. A task that exhausts "
-                    f"memory or kills its process does this; run it alone to see why."
-                )
-            event = failure_event(key, exc)  # re-raised as itself
-            event["key"] = key  # already a repr
-            storage.end_job("failed", event)
-        finally:
-            stores.close()
+            return {"job_id": inv.job.job_id, "task": status.task, "cause": cause, "action": "retried"}
+        storage.flush_counts(lost)
+        key = status.task or task_key(inv, storage)
+        attempts = f"on each of its {inv.attempt + 1} attempts; giving up after max_retries={self.max_retries}"
+        if timed_out:
+            exc: ExecutorCrashedError = FunctionTimeoutError(
+                f"the executor running task {key} {cause} {attempts}. Raise function_timeout "
+                f"(Lambda allows up to 900 s) or split the task into smaller ones."
+            )
+        else:
+            exc = ExecutorCrashedError(
+                f"the executor running task {key} died ({cause}) {attempts}. A task that exhausts "
+                f"memory or kills its process does this; run it alone to see why."
+            )
+        event = failure_event(key, exc)  # re-raised as itself
+        event["key"] = key  # already a repr
+        storage.end_job("failed", event)
         return {"job_id": inv.job.job_id, "task": key, "cause": cause, "action": "failed"}
 
-    def stop(self, client: redis.Redis | None, timeout: float = 5.0) -> None:
-        """Ask every worker to stop, then terminate and kill whatever is left."""
+    def stop(self, client: redis.Redis | None, timeout: float = 1.0) -> None:
+        """Stop every worker: idle ones take a STOP off the queue; whatever still runs after
+        ``timeout`` (the cluster is closing: its jobs are over) is terminated, then killed."""
         self._stopping.set()
         if self._monitor is not None:
             self._monitor.join(2 * MONITOR_INTERVAL + 1)
@@ -305,27 +264,31 @@ class WorkerPool:
             with contextlib.suppress(redis.RedisError):
                 client.delete(self.queue_key)
                 client.rpush(self.queue_key, *([STOP] * len(self.processes)))
+        deadline = time.monotonic() + timeout
         for proc in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
+                proc.wait(max(0.0, deadline - time.monotonic()))
         for proc in self.processes:
             if proc.poll() is None:
                 proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(2)
+        for proc in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(2)
+            if proc.stdin is not None:
+                proc.stdin.close()
         if client is not None:
             with contextlib.suppress(redis.RedisError):
                 client.delete(*[processing_key(self.queue_key, i) for i in range(len(self.processes))])
         self.processes.clear()
-        if self._state_dir is not None:
+        if self._own_state_dir and self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
-            self._state_dir = None
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        self._state_dir = None
+        if self._stores is not None:
+            self._stores.close()
+            self._stores = None
 
 
 def describe_exit(returncode: int) -> str:

@@ -72,7 +72,10 @@ class LocalApiServer:
         self.token = token or new_token()
         self.config = config or cluster.config
         self.service = LocalJobService(cluster, self.config)
-        self.uploads = UploadStore(self.config.upload_dir, self.config.max_upload_bytes, self.config.upload_ttl)
+        # by default inside the cluster's own temporary directory, so they go when it goes, even killed
+        tmp = getattr(cluster, "tmp", None)
+        upload_dir = self.config.upload_dir or (tmp.subdir("uploads") if tmp is not None else None)
+        self.uploads = UploadStore(upload_dir, self.config.max_upload_bytes, self.config.upload_ttl)
         self.app = create_app(self.service, self.token, self.config, self.uploads)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP,
