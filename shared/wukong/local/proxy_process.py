@@ -26,7 +26,8 @@ class ProxyProcess:
     """One proxy process owned by a LocalCluster. ``script`` replaces ``-m wukong.proxy`` and is given
     the same arguments and stdin (see ``python -m wukong.proxy --help``)."""
 
-    def __init__(self, spec: StorageSpec, queue_key: str, n_invokers: int, script: str | None = None):
+    def __init__(self, spec: StorageSpec, queue_key: str, n_invokers: int, script: str | None = None,
+                 idle_timeout: float | None = None):
         if not spec.password:
             raise WukongError("use_local_proxy needs a Redis password: the proxy's key is derived from it")
         self.spec = spec
@@ -38,6 +39,7 @@ class ProxyProcess:
                         script)
             script = None
         self.script = script
+        self.idle_timeout = idle_timeout  # None: the proxy's default (or WUKONG_PROXY_IDLE_TIMEOUT)
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -50,10 +52,11 @@ class ProxyProcess:
         for _ in range(attempts):  # another process may take the free port before the proxy binds it
             self.port = free_port()
             entry = [self.script] if self.script else ["-m", "wukong.proxy"]
+            extra = [] if self.idle_timeout is None else ["--idle-timeout", str(self.idle_timeout)]
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
             self._proc = subprocess.Popen(
                 [sys.executable, *entry, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--queue-key", self.queue_key, "--invokers", str(self.n_invokers), "--config-stdin"],
+                 "--queue-key", self.queue_key, "--invokers", str(self.n_invokers), "--config-stdin", *extra],
                 stdin=subprocess.PIPE, env=env, start_new_session=True, preexec_fn=die_with_owner(),
             )
             # the password goes through stdin, never argv or the environment

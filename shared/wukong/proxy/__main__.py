@@ -17,7 +17,7 @@ import sys
 
 from wukong.config import WukongConfig, make_config
 from wukong.invocation import Invoker
-from wukong.proxy.server import ProxyServer
+from wukong.proxy.server import IDLE_TIMEOUT, ProxyServer
 
 log = logging.getLogger("wukong.proxy")
 DEFAULT_PORT = 8989
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--function", default=None,
                    help="AWS backend: the executor Lambda to invoke (WUKONG_EXECUTOR_FUNCTION)")
     p.add_argument("--invokers", type=int, default=None, help="parallel invoker threads (WUKONG_NUM_LAMBDA_INVOKERS)")
+    p.add_argument("--idle-timeout", type=float, default=float(env("WUKONG_PROXY_IDLE_TIMEOUT", IDLE_TIMEOUT)),
+                   help=f"close a connection after this many seconds without a byte from its peer "
+                        f"(WUKONG_PROXY_IDLE_TIMEOUT, default {IDLE_TIMEOUT:g})")
     p.add_argument("--config-stdin", action="store_true",
                    help="read a JSON object of WukongConfig fields (e.g. redis_password) from stdin")
     return p.parse_args(argv)
@@ -64,7 +67,12 @@ def build(args: argparse.Namespace) -> tuple[ProxyServer, WukongConfig, object]:
         raise SystemExit("wukong.proxy: no Redis password (WUKONG_REDIS_PASSWORD or WUKONG_REDIS_PASSWORD_SECRET); "
                          "the proxy refuses to run unauthenticated")
     n_invokers = args.invokers or config.num_lambda_invokers
-    return ProxyServer(password, invoker, n_invokers=n_invokers, tls=config.redis_tls), config, owner
+    try:
+        server = ProxyServer(password, invoker, n_invokers=n_invokers, tls=config.redis_tls,
+                             idle_timeout=args.idle_timeout)
+    except ValueError as exc:
+        raise SystemExit(f"wukong.proxy: {exc}") from None
+    return server, config, owner
 
 
 async def serve(server: ProxyServer, host: str, port: int) -> None:
@@ -72,8 +80,8 @@ async def serve(server: ProxyServer, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    listening = await server.start(host, port)
-    log.info("KV proxy listening on %s", ", ".join(str(s.getsockname()) for s in listening.sockets))
+    address = await server.start(host, port)
+    log.info("KV proxy listening on %s (idle connections closed after %g s)", address, server.idle_timeout)
     try:
         await stop.wait()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,13 +17,28 @@ from typing import Any
 from wukong import decisions
 from wukong.executor import failure_event
 from wukong.invocation import Invoker, split_batches
-from wukong.proxy.protocol import HEADER, AuthError, decode, derive_key, encode, frame_length
+from wukong.proxy.protocol import (
+    CLIENT_HELLO, HEADER, ProtocolError, Session, derive_key, read_client_hello, server_hello,
+)
 from wukong.storage import JobStorage, RedisStores, StorageSpec
 
 log = logging.getLogger(__name__)
 
 #: Fewest payloads one invoker thread takes: below this, another thread costs more than it saves.
 MIN_INVOKE_BATCH = 50
+#: Seconds a connection may go without a byte from its peer (between requests, or stalled inside
+#: one) before the proxy closes it. Executors keep a connection across invocations, and a frozen or
+#: killed Lambda never closes its own; ProxyClient reconnects when the proxy has closed an idle one.
+IDLE_TIMEOUT = 20.0
+LISTEN_BACKLOG = 512
+
+
+class _PeerLeft(Exception):
+    """The peer closed the connection; ``after_hello`` when it did so right after the handshake."""
+
+    def __init__(self, after_hello: bool):
+        super().__init__()
+        self.after_hello = after_hello
 
 
 class ProxyServer:
@@ -33,8 +49,11 @@ class ProxyServer:
     """
 
     def __init__(self, secret: str, invoker: Invoker, n_invokers: int = 16, password: str | None = None,
-                 tls: bool = False):
+                 tls: bool = False, idle_timeout: float = IDLE_TIMEOUT):
+        if not 0 < idle_timeout <= 3600:
+            raise ValueError(f"idle_timeout must be over 0 and at most 3600 s, not {idle_timeout}")
         self.key = derive_key(secret)
+        self.idle_timeout = idle_timeout
         self.invoker = invoker
         self.n_invokers = max(1, n_invokers)
         self.password = password if password is not None else secret
@@ -43,48 +62,121 @@ class ProxyServer:
         self._stores: dict[Any, RedisStores] = {}
         self._pool = ThreadPoolExecutor(max_workers=self.n_invokers + 2, thread_name_prefix="wukong-proxy")
         self._background: set[asyncio.Task] = set()
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task | None = None
+        self._connections: set[asyncio.Task] = set()
+        self._waiting: set[asyncio.Task] = set()  # connections waiting for a hello or a request
+        self._closing = False
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        return self._server
+    async def start(self, host: str, port: int) -> tuple:
+        """Listen on ``host``:``port``; returns the address bound."""
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        listener = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accepting = asyncio.create_task(self._accept(listener))
+        return listener.getsockname()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for writer in list(self._connections):  # executors keep connections open; theirs reconnect or fall back
-            writer.close()
+        self._closing = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        # connections waiting for a request are dropped (executors reconnect or fall back); a request
+        # being served gets its reply first, so no hand-off is both done here and redone by its executor
+        for task in list(self._waiting):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         if self._background:  # invokes already promised to executors still go out
             await asyncio.gather(*self._background, return_exceptions=True)
         self._pool.shutdown(wait=True)
         for stores in self._stores.values():
             stores.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        self._connections.add(writer)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: keep serving the connections we have
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(self._serve(sock, peer))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, sock: socket.socket, peer: Any) -> None:
+        """One connection: the handshake, then requests in turn until the peer leaves, idles or fails."""
+        served = 0
+        with sock:
+            if self._closing:  # accepted as close() began: nothing to serve it with
+                return
+            try:
+                session = await self._handshake(sock)
+                while not self._closing:
+                    header = await self._await_peer(sock, HEADER.size, after_hello=True)
+                    length, digest = session.open_header(header)  # before a byte of the body is read
+                    message = session.open_body(digest, await self._recv(sock, length))
+                    self.stats["requests"] += 1
+                    served += 1
+                    await self._send(sock, session.seal(await self._dispatch(message)))
+            except ProtocolError as exc:  # close without a reply: nothing unpickled, nothing revealed
+                self.stats["auth_failures"] += 1
+                log.warning("refused %s: %s", peer, exc)
+            except TimeoutError:
+                self.stats["idle_closed"] += 1
+                log.debug("closed %s: nothing received for %s s", peer, self.idle_timeout)
+            except _PeerLeft as exc:
+                if exc.after_hello and not served:
+                    # what a client with another secret does once it has checked our hello
+                    self.stats["handshakes_abandoned"] += 1
+                    log.warning("%s left after the handshake without a request: a client holding a different "
+                                "secret does that (executors and the proxy must share the Redis password)", peer)
+            except ConnectionError:
+                pass  # the peer reset the connection
+
+    async def _handshake(self, sock: socket.socket) -> Session:
+        client_nonce = read_client_hello(await self._await_peer(sock, CLIENT_HELLO.size))
+        session, hello = server_hello(self.key, client_nonce, self.idle_timeout)
+        await self._send(sock, hello)
+        return session
+
+    async def _send(self, sock: socket.socket, data: bytes) -> None:
+        # hellos and replies are small; a peer that stops reading must not pin the connection forever
+        async with asyncio.timeout(self.idle_timeout):
+            await asyncio.get_running_loop().sock_sendall(sock, data)
+
+    async def _await_peer(self, sock: socket.socket, n: int, after_hello: bool = False) -> bytearray:
+        """A hello or a header: the only waits close() cuts short, since no request is half-served in them."""
+        task = asyncio.current_task()
+        self._waiting.add(task)
         try:
-            while True:
-                try:
-                    header = await reader.readexactly(HEADER.size)
-                except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-                    return  # the peer left, or the server is stopping
-                try:
-                    message = decode(self.key, await reader.readexactly(frame_length(header)))
-                except AuthError as exc:  # close without a reply: nothing unpickled, nothing revealed
-                    self.stats["auth_failures"] += 1
-                    log.warning("refused a request from %s: %s", peer, exc)
-                    return
-                except asyncio.IncompleteReadError:
-                    return
-                self.stats["requests"] += 1
-                writer.write(encode(self.key, await self._dispatch(message)))
-                await writer.drain()
+            return await self._recv(sock, n, after_hello)
         finally:
-            self._connections.discard(writer)
-            writer.close()
+            self._waiting.discard(task)
+
+    async def _recv(self, sock: socket.socket, n: int, after_hello: bool = False) -> bytearray:
+        """Exactly ``n`` bytes; TimeoutError when none arrive for ``idle_timeout``, _PeerLeft at EOF.
+
+        Reads go straight from the socket into a buffer of the size asked for, so nothing beyond
+        what the protocol has authenticated so far is ever taken from the kernel.
+        """
+        loop = asyncio.get_running_loop()
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            async with asyncio.timeout(self.idle_timeout):
+                k = await loop.sock_recv_into(sock, view[got:])
+            if k == 0:
+                raise _PeerLeft(after_hello=after_hello and got == 0)
+            got += k
+        return buf
 
     async def _dispatch(self, message: dict) -> dict:
         kind = message.get("kind")
