@@ -26,6 +26,7 @@ from wukong import (
     FunctionTimeoutError,
     JobTimeoutError,
     LocalCluster,
+    MemoryLimitError,
     RedisUnavailableError,
 )
 from wukong.config import make_config
@@ -349,3 +350,26 @@ def test_a_lost_kv_shard_or_mds_gives_a_clear_error_not_a_hang():
             client.get(dsk, "total")
         assert time.monotonic() - started < HANG_GUARD
     assert cluster.pool is None  # close() still ended every worker
+
+
+def hold_memory(mb: int, seconds: float) -> int:
+    import numpy as np
+
+    block = np.ones(mb * 2**20 // 8)  # touched, so resident
+    time.sleep(seconds)
+    return int(block[0])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="memory is read from /proc")
+@pytest.mark.timeout(180)
+def test_enforce_memory_limit_fails_a_task_over_lambda_memory_mb_naming_it():
+    with LocalCluster(n_workers=1, enforce_memory_limit=True, lambda_memory_mb=512, max_retries=1) as cluster:
+        client = Client(cluster)
+        assert client.get({"small-task": (hold_memory, 50, 0.5)}, "small-task") == 1  # within the limit
+        # the big task holds its memory far longer than the monitor takes to notice (it samples every 0.2 s)
+        with pytest.raises(MemoryLimitError) as info:
+            client.get({"big-task": (hold_memory, 1200, HANG_GUARD), "out": (add, "big-task", 1)}, "out")
+        text = str(info.value)
+        assert "big-task" in text and "lambda_memory_mb=512" in text and "2 attempts" in text, text
+        assert isinstance(info.value, MemoryError)
+        assert client.get({"a": 1, "b": (add, "a", 1)}, "b") == 2  # the worker was replaced

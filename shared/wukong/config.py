@@ -119,6 +119,12 @@ class WukongConfig(BaseSettings):
         description="Times an invocation whose executor died is retried (Lambda retries asynchronous "
         "invokes twice by default); locally, the worker pool does the same.",
     )
+    enforce_memory_limit: bool = Field(
+        default=False,
+        description="Locally, hold each worker to lambda_memory_mb as Lambda holds a function: a worker "
+        "whose memory (RSS, the Python runtime's own included) passes it while running an invocation is "
+        "killed, retried like any crash, and the job fails naming the task and the limit. Linux only.",
+    )
     function_timeout: float | None = Field(
         default=900.0,
         gt=0,
@@ -227,7 +233,11 @@ class WukongConfig(BaseSettings):
     )
 
     # --- cost model (for the job report's estimate) -----------------------------------------
-    lambda_memory_mb: int = Field(default=3008, ge=128, le=10240)
+    lambda_memory_mb: int = Field(
+        default=3008, ge=128, le=10240,
+        description="The executor Lambda's memory (MB): the cost estimate's, and with enforce_memory_limit "
+        "the local workers' limit.",
+    )
     lambda_price_per_gb_second: float = Field(default=0.0000166667, ge=0)
     lambda_price_per_request: float = Field(default=0.0000002, ge=0)
 

@@ -74,6 +74,11 @@ class FunctionTimeoutError(ExecutorCrashedError, TimeoutError):
     """An executor ran past the function timeout (Lambda's limit; enforced locally too) on every attempt."""
 
 
+class MemoryLimitError(ExecutorCrashedError, MemoryError):
+    """An executor used more memory than ``lambda_memory_mb`` on every attempt (Lambda kills such a
+    function; locally ``enforce_memory_limit`` does the same)."""
+
+
 class ValueNotStoredError(WukongError):
     """A live Redis server refused to store a value (out of memory, or longer than it takes).
 

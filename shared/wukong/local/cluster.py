@@ -81,6 +81,7 @@ class LocalCluster:
             self.pool = WorkerPool(
                 self.spec, self.queue_key, self.config.n_workers, self.config.limit_blas_threads,
                 max_retries=self.config.max_retries, function_timeout=self.config.function_timeout,
+                memory_limit_mb=self.config.lambda_memory_mb if self.config.enforce_memory_limit else None,
             ).start(self.tmp.path)
             # leaves go out in batches from parallel threads (the client's MDS client is pooled). Unlike a
             # Lambda invoke, an RPUSH is CPU on both ends, so more threads than 2 per core only contend:

@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
+from wukong.errors import ExecutorCrashedError, FunctionTimeoutError, MemoryLimitError
 from wukong.executor import failure_event
 from wukong.invocation import Invocation, Invoker
 from wukong.local.worker_status import (
@@ -53,6 +53,7 @@ MONITOR_INTERVAL = 0.2
 STOP_GRACE = 0.5
 #: Lambda retries a failed asynchronous invocation twice by default.
 DEFAULT_MAX_RETRIES = 2
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -82,13 +83,15 @@ class WorkerPool:
     and stopped (then replaced) when the job they run has ended: cancelled, timed out, failed."""
 
     def __init__(self, spec: StorageSpec, queue_key: str, n_workers: int, limit_blas_threads: bool = True,
-                 max_retries: int = DEFAULT_MAX_RETRIES, function_timeout: float | None = None):
+                 max_retries: int = DEFAULT_MAX_RETRIES, function_timeout: float | None = None,
+                 memory_limit_mb: int | None = None):
         self.spec = spec
         self.queue_key = queue_key
         self.n_workers = n_workers
         self.limit_blas_threads = limit_blas_threads
         self.max_retries = max_retries
         self.function_timeout = function_timeout
+        self.memory_limit_mb = memory_limit_mb  # None: not enforced
         self.processes: list[subprocess.Popen] = []
         #: Workers that died and were replaced, with what became of their invocations (for reports/tests).
         self.crashes: list[dict[str, Any]] = []
@@ -153,6 +156,7 @@ class WorkerPool:
                     if status.started is not None:
                         busy[worker_id] = status
                         self._enforce_timeout(worker_id, proc, status)
+                        self._enforce_memory_limit(worker_id, proc)
                     continue
                 try:
                     self._recover(worker_id, proc)
@@ -169,6 +173,16 @@ class WorkerPool:
         its invocation is then retried or failed like any other crash."""
         if self.function_timeout is not None and time.time() - status.started > self.function_timeout:
             self._killed[worker_id] = ("timeout", None)
+            proc.kill()
+
+    def _enforce_memory_limit(self, worker_id: int, proc: subprocess.Popen) -> None:
+        """Kill a busy worker whose memory passed the limit, as Lambda kills a function that does
+        ("Runtime exited with error: signal: killed"); retried or failed like any other crash."""
+        if self.memory_limit_mb is None or worker_id in self._killed:
+            return
+        used = resident_mb(proc.pid)
+        if used is not None and used > self.memory_limit_mb:
+            self._killed[worker_id] = ("memory", f"{used:.0f}")
             proc.kill()
 
     def stop_job(self, job_id: str) -> None:
@@ -227,7 +241,13 @@ class WorkerPool:
             log.info("stopped executor %d: its job %s has ended", worker_id, inv.job.job_id)
             return {"job_id": inv.job.job_id, "task": status.task, "cause": "job ended", "action": "stopped"}
         timed_out = killed is not None and killed[0] == "timeout"
-        cause = f"ran past function_timeout={self.function_timeout} s" if timed_out else describe_exit(returncode)
+        out_of_memory = killed is not None and killed[0] == "memory"
+        if timed_out:
+            cause = f"ran past function_timeout={self.function_timeout} s"
+        elif out_of_memory:
+            cause = f"used {killed[1]} MB, over lambda_memory_mb={self.memory_limit_mb}"
+        else:
+            cause = describe_exit(returncode)
         if inv.attempt < self.max_retries:
             inv.attempt += 1
             storage.flush_counts({**lost, "invoked": 1})  # a retry is one more execution, as on Lambda
@@ -242,6 +262,11 @@ class WorkerPool:
             exc: ExecutorCrashedError = FunctionTimeoutError(
                 f"the executor running task {key} {cause} {attempts}. Raise function_timeout "
                 f"(Lambda allows up to 900 s) or split the task into smaller ones."
+            )
+        elif out_of_memory:
+            exc = MemoryLimitError(
+                f"the executor running task {key} {cause} (enforce_memory_limit) {attempts}. Lambda "
+                f"would kill it too: raise lambda_memory_mb (up to 10240) or make the task's data smaller."
             )
         else:
             exc = ExecutorCrashedError(
@@ -289,6 +314,15 @@ class WorkerPool:
         if self._stores is not None:
             self._stores.close()
             self._stores = None
+
+
+def resident_mb(pid: int) -> float | None:
+    """The resident memory of process ``pid`` in MB (Linux's /proc; None where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def describe_exit(returncode: int) -> str:
