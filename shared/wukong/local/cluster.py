@@ -177,6 +177,11 @@ class LocalCluster:
             pass
 
 
+    def __repr__(self) -> str:
+        state = "closed" if self.pool is None else f"{self.pool.alive()} workers"
+        return f"<LocalCluster redis={self.spec.mds if hasattr(self, 'spec') else None} {state}>"
+
+
 def _close_at_exit(cluster: LocalCluster) -> Callable[[], None]:
     """Register closing ``cluster`` at interpreter exit, without keeping it alive until then."""
     ref = weakref.ref(cluster)
@@ -188,7 +193,3 @@ def _close_at_exit(cluster: LocalCluster) -> Callable[[], None]:
 
     atexit.register(close)
     return close
-
-    def __repr__(self) -> str:
-        state = "closed" if self.pool is None else f"{self.pool.alive()} workers"
-        return f"<LocalCluster redis={self.spec.mds if hasattr(self, 'spec') else None} {state}>"
