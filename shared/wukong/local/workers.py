@@ -37,6 +37,7 @@ from wukong.executor import Executor, failure_event
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker
 from wukong.serialization import dumps, loads
+from wukong.redis_connection import blocking_timeout
 from wukong.storage import JobStorage, RedisStores, StorageSpec, connect
 from wukong.task_keys import task_key
 
@@ -49,6 +50,8 @@ FLUSH_INTERVAL = 0.2
 MONITOR_INTERVAL = 0.2
 #: Lambda retries a failed asynchronous invocation twice by default.
 DEFAULT_MAX_RETRIES = 2
+#: A Redis server gone (refused, reset) or hung (no reply within redis_timeout).
+_LOST = (redis.ConnectionError, redis.TimeoutError)
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -113,16 +116,17 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
                 state_dir: str | None = None) -> None:
     """Body of one worker process: take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    processing = processing_key(queue_key, worker_id)
     try:
         stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
-    except redis.ConnectionError as exc:  # as below: a line, not a traceback; the monitor retries
+        stores.mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
+    except _LOST as exc:  # as below: a line, not a traceback; the monitor retries
         log.warning("worker %d cannot reach Redis and exits, to be replaced: %s", worker_id, exc)
         sys.exit(1)
     mds = stores.mds
     hooks = ExecutorHooks() if state_dir is None else CurrentTaskFile(current_task_path(state_dir, worker_id))
     executor = Executor(stores, RedisQueueInvoker(mds, queue_key), hooks=hooks, flush_interval=FLUSH_INTERVAL)
-    processing = processing_key(queue_key, worker_id)
-    mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
+    idle_wait = blocking_timeout(1.0, spec)
     done_with_last = False
     while True:
         try:
@@ -136,12 +140,12 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
             done_with_last = False
             if payload is None:
                 executor.flush()  # about to idle: report what this worker did
-                payload = mds.blmove(queue_key, processing, 1, "LEFT", "RIGHT")
-        except redis.ConnectionError as exc:
+                payload = mds.blmove(queue_key, processing, idle_wait, "LEFT", "RIGHT")
+        except _LOST as exc:
             if os.getppid() != parent_pid:
                 return
-            # the cluster's Redis is gone (its owner may restart it): one line, not a traceback per
-            # worker; the pool's monitor replaces this worker once Redis answers again
+            # the cluster's Redis is gone or hung (its owner may restart it): one line, not a traceback
+            # per worker; the pool's monitor replaces this worker once Redis answers again
             log.warning("worker %d lost Redis and exits, to be replaced: %s", worker_id, exc)
             sys.exit(1)
         if payload is None:
@@ -161,6 +165,9 @@ def worker_main(spec: StorageSpec, queue_key: str, parent_pid: int, worker_id: i
             hooks.invocation_started()
         try:
             executor.handle(invocation)
+        except _LOST as exc:  # reporting a failure to a lost MDS: the next take off the queue says so
+            log.warning("worker %d could not finish an invocation of job %s: %s", worker_id,
+                        invocation.job.job_id, exc)
         except Exception:  # keep the warm worker alive: one bad invocation must not shrink the pool
             log.exception("an invocation failed outside its job's error handling")
         if isinstance(hooks, CurrentTaskFile):
@@ -229,9 +236,10 @@ class WorkerPool:
                     continue
                 try:
                     self._recover(worker_id, proc.returncode)
-                except Exception:  # Redis gone (cluster closing, or restarting?): try again next round
+                except Exception as exc:  # Redis gone or hung (closing, restarting?): try again next round
                     if worker_id not in unrecovered:  # said once, not every round while Redis is away
-                        log.warning("could not recover dead worker %d (will retry)", worker_id, exc_info=True)
+                        log.warning("could not recover dead worker %d (will retry): %s: %s", worker_id,
+                                    type(exc).__name__, exc, exc_info=not isinstance(exc, _LOST))
                     unrecovered.add(worker_id)
                 else:
                     unrecovered.discard(worker_id)
