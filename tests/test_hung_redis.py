@@ -60,7 +60,7 @@ def wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def run_with_hung_server(tmp_path: Path, caplog, which: int, dsk: dict, key: str, marker: Path,
+def run_with_hung_server(capfd, caplog, which: int, dsk: dict, key: str, marker: Path,
                          num_kv_shards: int = 1) -> tuple[RedisUnavailableError, float, LocalCluster]:
     """Run ``dsk``, SIGSTOP server ``which`` once ``marker`` appears, and return the error the job
     raised and how long after the stop it came; the server is continued and the cluster closed."""
@@ -93,14 +93,18 @@ def run_with_hung_server(tmp_path: Path, caplog, which: int, dsk: dict, key: str
     assert cluster.pool is None and not cluster.servers
     left = {p: name for p, name in children().items() if p not in before}
     assert not left, f"processes left behind: {left}"
+    assert stopped_at, "the job ended before its server was stopped"
     assert len(errors) == 1 and isinstance(errors[0], RedisUnavailableError), errors
+    # the workers (their stderr is this process's) said what happened in a line each, no traceback
+    worker_lines = capfd.readouterr().err
+    assert "Traceback" not in worker_lines, worker_lines
     return errors[0], elapsed, cluster
 
 
-def test_a_hung_mds_fails_the_job_once_within_about_redis_timeout(tmp_path, caplog):
+def test_a_hung_mds_fails_the_job_once_within_about_redis_timeout(tmp_path, capfd, caplog):
     marker = tmp_path / "started"
     dsk = {"slow": (nap_then, str(marker), 2.0, 1), "out": (add, "slow", 1)}
-    exc, elapsed, cluster = run_with_hung_server(tmp_path, caplog, 0, dsk, "out", marker)
+    exc, elapsed, cluster = run_with_hung_server(capfd, caplog, 0, dsk, "out", marker)
     assert elapsed < BOUND, f"the error came {elapsed:.1f} s after the MDS stopped answering"
     mds = f"{cluster.spec.mds[0]}:{cluster.spec.mds[1]}"
     message = str(exc)
@@ -110,12 +114,12 @@ def test_a_hung_mds_fails_the_job_once_within_about_redis_timeout(tmp_path, capl
     assert len(cleanup) <= 1 and all(r.exc_info is None for r in cleanup), [r.getMessage() for r in cleanup]
 
 
-def test_a_hung_kv_shard_fails_the_task_once_within_about_redis_timeout(tmp_path, caplog):
+def test_a_hung_kv_shard_fails_the_task_once_within_about_redis_timeout(tmp_path, capfd, caplog):
     # twelve leaves, each storing its output on the shard its key hashes to: some on the second
     marker = tmp_path / "started"
     dsk = {("leaf", i): (nap_then, str(marker), 1.0, i) for i in range(12)}
     dsk["total"] = (sum, [("leaf", i) for i in range(12)])
-    exc, elapsed, cluster = run_with_hung_server(tmp_path, caplog, 1, dsk, "total", marker, num_kv_shards=2)
+    exc, elapsed, cluster = run_with_hung_server(capfd, caplog, 1, dsk, "total", marker, num_kv_shards=2)
     assert elapsed < BOUND, f"the error came {elapsed:.1f} s after the KV shard stopped answering"
     shard = f"{cluster.spec.kv[1][0]}:{cluster.spec.kv[1][1]}"
     message = str(exc)
