@@ -1,15 +1,21 @@
 """The wire path of values: big arguments go out as their own buffers, and values pickled with
-large buffers still carry ``__main__`` objects by value and come back writeable."""
+large buffers still carry ``__main__`` objects by value and come back writeable. The retry
+policy: a server that never answers costs one timeout, a refused connection fails fast, and
+both errors name the server."""
 
 from __future__ import annotations
 
 import pickle
+import socket
 import sys
+import time
 import types
 
 import numpy as np
+import pytest
+import redis
 
-from wukong.redis_connection import LARGE_ARGUMENT, LargeValuePacker, connect
+from wukong.redis_connection import LARGE_ARGUMENT, LargeValuePacker, StorageSpec, connect, unavailable
 from wukong.serialization import dumps, loads
 
 
@@ -72,3 +78,48 @@ def test_a_main_class_next_to_a_large_array_still_travels_by_value(monkeypatch):
     monkeypatch.delattr(main, "Point")  # as in a worker, which never ran the user's script
     out = loads(data)
     assert out["point"].x == 3 and out["block"].sum() == 90_000
+
+
+@pytest.fixture()
+def silent_server():
+    """A port that accepts connections (the kernel's listen queue) and never answers: a hung server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_a_server_that_never_answers_costs_one_timeout_not_four(silent_server, single):
+    spec = StorageSpec(mds=silent_server, kv=(silent_server,), password="pw", timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError) as info:
+        client = connect(silent_server, spec, single_connection=single)  # a pinned one connects here
+        try:
+            client.ping()
+        finally:
+            client.close()
+    # each retry used to wait its own timeout (and its reconnect's handshake another): 4 s and more
+    assert time.monotonic() - started < 3.0
+    where = f"127.0.0.1:{silent_server[1]}"
+    assert where in str(info.value)
+    message = unavailable(info.value, spec, "testing")
+    assert message.startswith(f"the metadata store {where} stopped answering while testing") and \
+        "redis_timeout=1.0 s" in message, message
+
+
+def test_a_refused_connection_is_retried_and_fails_fast_naming_the_server():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    spec = StorageSpec(mds=("127.0.0.1", 1), kv=(("127.0.0.1", 1), ("127.0.0.1", port)), timeout=30.0)
+    client = connect(("127.0.0.1", port), spec)
+    started = time.monotonic()
+    try:
+        with pytest.raises(redis.ConnectionError) as info:
+            client.ping()
+    finally:
+        client.close()
+    assert time.monotonic() - started < 5  # backoffs of 0.1 + 0.2 + 0.4 s, not 30 s timeouts
+    message = unavailable(info.value, spec, "testing", check="check it")
+    assert message.startswith(f"lost KV shard 127.0.0.1:{port} while testing") and message.endswith("check it")

@@ -64,7 +64,11 @@ class WukongConfig(BaseSettings):
         default=6 * 3600, ge=60, le=MAX_JOB_SECONDS,
         description="Every job key expires this long after it was written (60 s to 30 days)."
     )
-    redis_timeout: float = Field(default=30.0, gt=0, description="Socket timeout of Redis calls.")
+    redis_timeout: float = Field(
+        default=30.0, gt=0,
+        description="How long a Redis call waits for its reply. A server silent this long counts as hung: "
+        "the job fails with RedisUnavailableError (a timeout is not retried), after one cleanup try of at "
+        "most 2 s.")
     redis_tls: bool = Field(default=False, description="Connect to redis_endpoints over TLS (e.g. ElastiCache "
                             "with in-transit encryption).")
     redis_password_secret: str | None = Field(

@@ -25,6 +25,7 @@ from wukong.errors import OutputTooLargeError, RedisUnavailableError, Serializat
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
+from wukong.redis_connection import address, unavailable
 from wukong.schedule import DependentRef, Path, TaskRecord
 from wukong.scratch import take_over_dirs
 from wukong.serialization import dumps, loads
@@ -105,6 +106,7 @@ class Executor:
             # still counted as finished, so the report settles without waiting for it
             self._add_counts(job, Counter(executors_finished=1, busy_seconds=time.perf_counter() - started))
             return
+        reported = True  # False once the MDS did not take the job's failure
         try:
             # Lambda delivers asynchronous invokes at least once, and retries a dead executor: only
             # the first delivery of each attempt runs, so nothing downstream runs twice
@@ -124,10 +126,15 @@ class Executor:
             self.fail(storage, failure_event(key, ValueNotStoredError(what, exc.nbytes, exc.reason)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # a lost server: say which, plainly
             key = run.current_key()
-            self.fail(storage, failure_event(key, RedisUnavailableError(
-                f"a Redis server stopped answering while task {key!r} ran ({type(exc).__name__}: {exc}); "
-                f"check that the MDS {self.stores.spec.mds} and every KV shard are up"
-            )))
+            error = RedisUnavailableError(unavailable(
+                exc, self.stores.spec, f"task {key!r} ran",
+                check=f"check that the MDS {address(self.stores.spec.mds)} and every KV shard are up"))
+            try:
+                self.fail(storage, failure_event(key, error))
+            except redis.RedisError as again:  # the MDS is the lost server: the client sees it itself
+                log.warning("could not report the failure of job %s (%s: %s): %s", job.job_id,
+                            type(again).__name__, again, error)
+                reported = False
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
             self.fail(storage, failure_event(run.current_key(), exc, internal=True))
         finally:
@@ -137,7 +144,8 @@ class Executor:
             self.hooks.invocation_done(counts + run.flushed)  # the whole invocation, mid-run flushes too
             self._add_counts(job, job_totals(counts))
             self.hooks.counts_pending({jid: (j.ttl, c) for jid, (j, c) in self._pending.items()})
-            if time.monotonic() - self._last_flush >= self.flush_interval:
+            # not to an MDS that just failed to take the failure: that would wait a redis_timeout more
+            if reported and time.monotonic() - self._last_flush >= self.flush_interval:
                 self.flush()
 
     def fail(self, storage: JobStorage, event: dict) -> None:
@@ -160,6 +168,10 @@ class Executor:
         for job, counts in pending.values():
             try:
                 JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs).flush_counts(dict(counts))
+            except redis.RedisError as exc:
+                # one line, and no other job tried: a hung MDS would cost each a redis_timeout
+                log.warning("could not report counts of job %s (%s: %s)", job.job_id, type(exc).__name__, exc)
+                break
             except Exception:  # statistics are best effort; the job's outcome is already decided
                 log.warning("could not report counts of job %s", job.job_id, exc_info=True)
         self.hooks.counts_pending({})

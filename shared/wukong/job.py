@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from wukong.errors import (
 )
 from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
+from wukong.redis_connection import address, unavailable
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
 from wukong.scratch import ScratchDirs, remove_dirs
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: How long finalize waits for straggling executors to report their counts.
 SETTLE_TIMEOUT = 2.0
+#: The most each cleanup call may wait after the job lost a Redis server (and redis_timeout, if less).
+LOST_REDIS_BUDGET = 2.0
+_UNAVAILABLE = f"{RedisUnavailableError.__module__}.{RedisUnavailableError.__qualname__}"
 
 ProgressCallback = Callable[[int, int], None]  # (tasks done, total)
 
@@ -198,6 +203,7 @@ class JobRun:
         self.reissue_warnings = reissue_warnings
         self.scratch = scratch  # keeps the job's partd directories a while (the cluster's); None: removed at once
         self.warnings: list[TaskWarning] = []
+        self.redis_error: RedisUnavailableError | None = None  # the job lost a Redis server
 
     def run(self) -> Any:
         """Run the job; return the requested keys' values in the shape they were asked for."""
@@ -233,16 +239,39 @@ class JobRun:
         finally:
             if status != "succeeded":  # what still runs of the job is stopped (the local pool kills it)
                 self.invoker.job_ended(self.job_id)
-            try:
-                self.report = finalize_job(storage, job.record, self.config, status,
-                                           time.perf_counter() - started,
-                                           # interrupted: the user wants out now, not the last counts
-                                           settle_timeout=0.0 if interrupted else SETTLE_TIMEOUT,
-                                           payload_bytes=sum(len(p) for p in payloads),
-                                           dirs_done=remove_dirs if self.scratch is None else self.scratch.add)
-            except redis.RedisError as exc:  # never hide the job's own outcome behind a cleanup error
-                log.warning("could not finalize job %s (%s); its keys expire after job_ttl=%s s",
-                            self.job_id, exc, self.config.job_ttl)
+            self._finalize(storage, job.record, status, time.perf_counter() - started,
+                           sum(len(p) for p in payloads), interrupted=interrupted is not None)
+
+    def _finalize(self, storage: JobStorage, record: JobRecord, status: str, wall_seconds: float,
+                  payload_bytes: int, interrupted: bool = False) -> None:
+        """Clean up and report, never hiding the job's own outcome behind a cleanup error.
+
+        After a job lost a Redis server, the cleanup gets one short try (LOST_REDIS_BUDGET per
+        call, no settling): a hung server would otherwise cost a whole redis_timeout again, after
+        the job already reported its error.
+        """
+        short: RedisStores | None = None
+        settle = 0.0 if interrupted else SETTLE_TIMEOUT  # interrupted: the user wants out now
+        if self.lost_redis:
+            budget = min(self.stores.spec.timeout, LOST_REDIS_BUDGET)
+            short = RedisStores(dataclasses.replace(self.stores.spec, timeout=budget))
+            storage, settle = dataclasses.replace(storage, stores=short), 0.0
+        try:
+            self.report = finalize_job(storage, record, self.config, status, wall_seconds,
+                                       payload_bytes=payload_bytes, settle_timeout=settle,
+                                       dirs_done=remove_dirs if self.scratch is None else self.scratch.add)
+        except redis.RedisError as exc:
+            log.warning("could not clean up job %s (%s: %s); its keys expire after job_ttl=%s s",
+                        self.job_id, type(exc).__name__, exc, self.config.job_ttl)
+        finally:
+            if short is not None:
+                short.close()
+
+    @property
+    def lost_redis(self) -> bool:
+        """The job failed because a Redis server was lost or stopped answering (seen here or by an
+        executor)."""
+        return self.redis_error is not None or (self.event or {}).get("type") == _UNAVAILABLE
 
     def _interrupted(self, storage: JobStorage) -> KeyboardInterrupt:
         """Cancel the job Ctrl-C interrupted (its executors stop at their next check; the local
@@ -256,15 +285,17 @@ class JobRun:
 
     @contextlib.contextmanager
     def _redis_errors(self, doing: str) -> Iterator[None]:
-        """A lost connection to the MDS becomes one clear RedisUnavailableError (tasks' own
-        exceptions are re-raised outside this, so a task that uses Redis itself is not mistaken)."""
+        """A lost or hung server becomes one clear RedisUnavailableError, remembered so the cleanup
+        does not wait on it again (tasks' own exceptions are re-raised outside this, so a task that
+        uses Redis itself is not mistaken)."""
+        spec = self.stores.spec
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailableError(
-                f"lost the metadata store {self.stores.spec.mds} while {doing} job {self.job_id} "
-                f"({type(exc).__name__}: {exc}); is the Redis server up?"
-            ) from exc
+            # the client's calls go to the MDS, but for a result's chunks: name it when redis-py does not
+            self.redis_error = RedisUnavailableError(unavailable(
+                exc, spec, f"{doing} job {self.job_id}", server=f"the metadata store {address(spec.mds)}"))
+            raise self.redis_error from exc
 
     def _await(self, storage: JobStorage, record: JobRecord, started: float) -> dict:
         total = len(self.graph)

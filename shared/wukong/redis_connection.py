@@ -1,5 +1,5 @@
-"""How Wukong connects to a Redis server: where the servers are, the retry policy, and a wire
-format that sends big values without copying them.
+"""How Wukong connects to a Redis server: where the servers are, the retry policy, how long a
+call may wait, and a wire format that sends big values without copying them.
 
 The spec is small and picklable (it travels in invocation payloads); :func:`connect` is the one
 place a Redis client is built, so every process talks to Redis the same way.
@@ -7,6 +7,7 @@ place a Redis client is built, so every process talks to Redis the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -122,6 +123,46 @@ def bulk_limit(client: redis.Redis) -> int:
         return DEFAULT_BULK_LIMIT
 
 
+class _NamesServer:
+    """A connection whose timeouts and connection errors name its server. redis-py's hiredis reader
+    says only "Timeout reading from socket", and a write or connect timeout names no server either:
+    with several shards, which one hung is what the user needs to know."""
+
+    def _named(self, exc: redis.RedisError) -> None:
+        where = f"{self.host}:{self.port}"
+        if exc.args and isinstance(exc.args[0], str) and where not in exc.args[0]:
+            exc.args = (f"{exc.args[0]} ({where})", *exc.args[1:])  # in place: its type and chain stay
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            return super().connect_check_health(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._named(exc)
+            raise
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            return super().send_packed_command(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._named(exc)
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._named(exc)
+            raise
+
+
+class _Connection(_NamesServer, redis.Connection):
+    pass
+
+
+class _SSLConnection(_NamesServer, redis.SSLConnection):
+    pass
+
+
 def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = False) -> redis.Redis:
     """A client for one server. ``single_connection`` pins one connection instead of checking one
     out of the pool for every command, which halves redis-py's per-command CPU (~110 -> ~50 us
@@ -129,13 +170,17 @@ def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = Fal
     hold the pinned connection for every other thread."""
     host, port = endpoint
     pool = redis.ConnectionPool(
-        connection_class=redis.SSLConnection if spec.tls else redis.Connection,
+        connection_class=_SSLConnection if spec.tls else _Connection,
         host=host,
         port=port,
         password=spec.password,
         socket_timeout=spec.timeout,
         socket_connect_timeout=min(spec.timeout, 5.0),
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        # Only connection errors are retried: they come fast (refused, reset), and a restarted server
+        # answers the retry. A timeout has already cost a whole redis_timeout, and a server silent that
+        # long is hung: retrying it (and the connect and health check nested inside each retry, which
+        # also timed out and retried) multiplied one hung server into minutes of waiting.
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3, supported_errors=(redis.ConnectionError,)),
         health_check_interval=30,
         command_packer=LargeValuePacker(),
         socket_read_size=SOCKET_READ_SIZE,
@@ -143,3 +188,39 @@ def connect(endpoint: Endpoint, spec: StorageSpec, single_connection: bool = Fal
     client = redis.Redis(connection_pool=pool, single_connection_client=single_connection)
     client.auto_close_connection_pool = True  # the pool is this client's alone
     return client
+
+
+def blocking_timeout(seconds: float, spec: StorageSpec) -> float:
+    """How long a blocking command (BLPOP, BLMOVE) may ask the server to wait, ``seconds`` at most:
+    under half of the socket timeout, so an idle wait is never taken for a hung server."""
+    return min(seconds, spec.timeout / 2)
+
+
+def server_named(exc: BaseException, spec: StorageSpec) -> str | None:
+    """Which of ``spec``'s servers the error's message names ("the metadata store h:p", "KV shard
+    h:p"; :func:`connect`'s connections always name theirs), or None."""
+    text = str(exc)
+    for role, (host, port) in [("the metadata store", spec.mds), *(("KV shard", ep) for ep in spec.kv)]:
+        if re.search(rf"(?<![\w.]){re.escape(host)}:{port}(?!\d)", text):
+            return f"{role} {host}:{port}"
+    return None
+
+
+def unavailable(exc: redis.RedisError, spec: StorageSpec, during: str, server: str | None = None,
+                check: str = "is the Redis server up?") -> str:
+    """The message of a RedisUnavailableError: which server, what happened ``during`` what, what to
+    check. A timeout means the server stopped answering within redis_timeout (hung, not gone); a
+    connection error that it is gone, and ``check`` says what to look at. ``server`` names the
+    server when the error names none of ``spec``'s."""
+    server = (server_named(exc, spec) or server
+              or f"a Redis server (the metadata store {address(spec.mds)} or a KV shard)")
+    if isinstance(exc, redis.TimeoutError):
+        return (f"{server} stopped answering while {during}: no reply within redis_timeout={spec.timeout} s "
+                f"({exc}). Check that it is not stopped, swapping or overloaded and that the network to it "
+                "is up; a server this busy needs a larger redis_timeout")
+    return f"lost {server} while {during} ({type(exc).__name__}: {exc}); {check}"
+
+
+def address(endpoint: Endpoint) -> str:
+    """``host:port``, as redis-py's messages write a server."""
+    return f"{endpoint[0]}:{endpoint[1]}"

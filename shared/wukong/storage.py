@@ -27,6 +27,7 @@ from wukong.keyspace import KeySpace  # noqa: F401  (re-exported: callers know i
 from wukong.redis_connection import DEFAULT_BULK_LIMIT, bulk_limit
 from wukong.refusals import CHECKED, check_room, refusals
 from wukong.redis_connection import Endpoint, StorageSpec, connect, spec_from_config  # noqa: F401
+from wukong.redis_connection import blocking_timeout
 from wukong.schedule import DependentRef
 
 if TYPE_CHECKING:
@@ -365,8 +366,9 @@ class JobStorage:
         return None if item is None else json.loads(item)
 
     def wait_event(self, timeout: float) -> dict | None:
-        """Block up to ``timeout`` seconds for the job's done or failure event."""
-        item = self.stores.mds.blpop([self.keys.events], timeout=timeout)
+        """Block up to ``timeout`` seconds for the job's done or failure event (at most half of
+        redis_timeout: the socket must not time out on a server that is only waiting)."""
+        item = self.stores.mds.blpop([self.keys.events], timeout=blocking_timeout(timeout, self.stores.spec))
         self._count(mds=1)
         return None if item is None else json.loads(item[1])
 

@@ -14,11 +14,10 @@ import sys
 import threading
 from typing import IO
 
-import redis
-
 from wukong.executor import Executor
 from wukong.local.worker_status import STOP, WorkerStatusFile, processing_key, read_setup, status_path
-from wukong.local.workers import FLUSH_INTERVAL, RedisQueueInvoker
+from wukong.local.workers import FLUSH_INTERVAL, LOST_REDIS, RedisQueueInvoker
+from wukong.redis_connection import blocking_timeout
 from wukong.serialization import loads
 from wukong.storage import RedisStores, StorageSpec
 
@@ -39,16 +38,17 @@ def exit_with_owner(stream: IO[bytes]) -> None:
 def worker_main(spec: StorageSpec, queue_key: str, worker_id: int, state_dir: str) -> None:
     """Take invocations off the queue until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to handle
+    processing = processing_key(queue_key, worker_id)
     try:
         stores = RedisStores(spec, single_connection=True)  # one thread here: pin the connections
-    except redis.ConnectionError as exc:  # as below: a line, not a traceback; the monitor retries
+        stores.mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
+    except LOST_REDIS as exc:  # as below: a line, not a traceback; the monitor retries
         log.warning("worker %d cannot reach Redis and exits, to be replaced: %s", worker_id, exc)
         sys.exit(1)
     mds = stores.mds
     status = WorkerStatusFile(status_path(state_dir, worker_id))
     executor = Executor(stores, RedisQueueInvoker(mds, queue_key), hooks=status, flush_interval=FLUSH_INTERVAL)
-    processing = processing_key(queue_key, worker_id)
-    mds.delete(processing)  # a replacement worker starts clean; the monitor has re-queued its payload
+    idle_wait = blocking_timeout(1.0, spec)  # under redis_timeout, so a quiet server never looks hung
     done_with_last = False
     while True:
         try:
@@ -62,10 +62,10 @@ def worker_main(spec: StorageSpec, queue_key: str, worker_id: int, state_dir: st
             done_with_last = False
             if payload is None:
                 executor.flush()  # about to idle: report what this worker did
-                payload = mds.blmove(queue_key, processing, 1, "LEFT", "RIGHT")
-        except redis.ConnectionError as exc:
-            # the cluster's Redis is gone (its owner may restart it): one line, not a traceback per
-            # worker; the pool's monitor replaces this worker once Redis answers again
+                payload = mds.blmove(queue_key, processing, idle_wait, "LEFT", "RIGHT")
+        except LOST_REDIS as exc:
+            # the cluster's Redis is gone or hung (its owner may restart it): one line, not a traceback
+            # per worker; the pool's monitor replaces this worker once Redis answers again
             log.warning("worker %d lost Redis and exits, to be replaced: %s", worker_id, exc)
             sys.exit(1)
         if payload is None:
@@ -82,6 +82,9 @@ def worker_main(spec: StorageSpec, queue_key: str, worker_id: int, state_dir: st
         status.invocation_started(invocation.job.job_id)
         try:
             executor.handle(invocation)
+        except LOST_REDIS as exc:  # reporting a failure to a lost MDS: the next take off the queue says so
+            log.warning("worker %d could not finish an invocation of job %s: %s", worker_id,
+                        invocation.job.job_id, exc)
         except Exception:  # keep the warm worker alive: one bad invocation must not shrink the pool
             log.exception("an invocation failed outside its job's error handling")
         status.invocation_finished()

@@ -53,6 +53,8 @@ MONITOR_INTERVAL = 0.2
 STOP_GRACE = 0.5
 #: Lambda retries a failed asynchronous invocation twice by default.
 DEFAULT_MAX_RETRIES = 2
+#: A Redis server gone (refused, reset) or hung (no reply within redis_timeout).
+LOST_REDIS = (redis.ConnectionError, redis.TimeoutError)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -160,9 +162,10 @@ class WorkerPool:
                     continue
                 try:
                     self._recover(worker_id, proc)
-                except Exception:  # Redis gone (cluster closing, or restarting?): try again next round
+                except Exception as exc:  # Redis gone or hung (closing, restarting?): try again next round
                     if worker_id not in unrecovered:  # said once, not every round while Redis is away
-                        log.warning("could not recover dead worker %d (will retry)", worker_id, exc_info=True)
+                        log.warning("could not recover dead worker %d (will retry): %s: %s", worker_id,
+                                    type(exc).__name__, exc, exc_info=not isinstance(exc, LOST_REDIS))
                     unrecovered.add(worker_id)
                 else:
                     unrecovered.discard(worker_id)
