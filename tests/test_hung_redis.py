@@ -18,6 +18,7 @@ from operator import add
 from pathlib import Path
 
 import pytest
+from processes import child_processes
 
 from wukong import Client, LocalCluster, RedisUnavailableError
 
@@ -36,23 +37,6 @@ def nap_then(marker: str, seconds: float, value: int) -> int:
     return value
 
 
-def children() -> dict[int, str]:
-    """Live (non-zombie) direct children of this process, pid -> executable name, from /proc."""
-    me, found = os.getpid(), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me and state != "Z":
-            found[int(entry)] = stat[stat.index("(") + 1 : stat.rindex(")")]
-    return found
-
-
 def wait_for(path: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -64,7 +48,7 @@ def run_with_hung_server(capfd, caplog, which: int, dsk: dict, key: str, marker:
                          num_kv_shards: int = 1) -> tuple[RedisUnavailableError, float, LocalCluster]:
     """Run ``dsk``, SIGSTOP server ``which`` once ``marker`` appears, and return the error the job
     raised and how long after the stop it came; the server is continued and the cluster closed."""
-    before = set(children())
+    before = set(child_processes())
     errors: list[BaseException] = []
     stopped_at: list[float] = []
     with LocalCluster(n_workers=2, redis_timeout=REDIS_TIMEOUT, num_kv_shards=num_kv_shards) as cluster:
@@ -91,7 +75,7 @@ def run_with_hung_server(capfd, caplog, which: int, dsk: dict, key: str, marker:
             os.kill(pid, signal.SIGCONT)
     # close() ended every worker and Redis server the cluster started, the continued one too
     assert cluster.pool is None and not cluster.servers
-    left = {p: name for p, name in children().items() if p not in before}
+    left = {p: name for p, name in child_processes().items() if p not in before}
     assert not left, f"processes left behind: {left}"
     assert stopped_at, "the job ended before its server was stopped"
     assert len(errors) == 1 and isinstance(errors[0], RedisUnavailableError), errors
