@@ -22,6 +22,7 @@ from dask._task_spec import DataNode
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
+from wukong import errors
 from wukong.errors import (
     JobFailedError,
     JobTimeoutError,
@@ -404,6 +405,19 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
     )
 
 
+def _own_error(event: dict) -> BaseException | None:
+    """One of Wukong's own errors, rebuilt from its type name and message when its pickle did not
+    travel (so a caller's ``except MemoryLimitError`` still works)."""
+    module, _, name = (event.get("type") or "").rpartition(".")
+    cls = getattr(errors, name, None) if module == "wukong.errors" else None
+    if isinstance(cls, type) and issubclass(cls, errors.WukongError):
+        try:
+            return cls(event.get("message", ""))
+        except Exception:
+            return None
+    return None
+
+
 def raise_job_error(event: dict) -> None:
     """Re-raise a failure event: the task's own exception type, with a note naming the task."""
     if event.get("reason") == "timeout":
@@ -423,7 +437,7 @@ def raise_job_error(event: dict) -> None:
             f"{event.get('traceback', '')}"
         ) from exc
     if not isinstance(exc, BaseException):
-        exc = RemoteTaskError(f"task {key} raised {event.get('type')}: {event.get('message')}")
+        exc = _own_error(event) or RemoteTaskError(f"task {key} raised {event.get('type')}: {event.get('message')}")
     exc.add_note(f"Wukong: raised by task {key} in executor {event.get('worker', '?')}")
     if event.get("traceback"):
         exc.add_note("Remote traceback:\n" + event["traceback"].rstrip())
