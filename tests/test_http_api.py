@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from task_bodies import wait_for_key
 from api_server import TOKEN, api_server
 from graph_shapes import tree_sum_graph
 
@@ -381,17 +382,6 @@ def test_health_says_503_when_the_redis_behind_it_is_gone():
         assert code == 503 and body["status"] == "unavailable" and "does not answer" in body["detail"]
 
 
-def _wait_for_key(host: str, port: int, password: str, key: str, seconds: float = 60.0) -> str:
-    import redis as redis_py
-
-    client = redis_py.Redis(host=host, port=port, password=password)
-    deadline = time.monotonic() + seconds
-    while not client.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.close()
-    return "released"
-
-
 @pytest.mark.timeout(120)
 def test_health_and_jobs_answer_while_45_long_polls_are_open(api, cluster):
     from concurrent.futures import ThreadPoolExecutor
@@ -399,7 +389,7 @@ def test_health_and_jobs_answer_while_45_long_polls_are_open(api, cluster):
     (host, port), password = cluster.stores.spec.mds, cluster.stores.spec.password
     release = f"test-release-{uuid.uuid4().hex}"
     code, status = call(api, "POST", "/jobs", json.dumps({"graph": _b64(
-        ({"x": (_wait_for_key, host, port, password, release)}, "x"))}).encode(), {"Content-Type": "application/json"})
+        ({"x": (wait_for_key, host, port, password, release)}, "x"))}).encode(), {"Content-Type": "application/json"})
     assert code == 202
     with ThreadPoolExecutor(45) as pool:
         polls = [pool.submit(call, api, "GET", f"/jobs/{status['job_id']}?wait=20") for _ in range(45)]

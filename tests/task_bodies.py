@@ -1,4 +1,5 @@
-"""Task functions the AWS tests put in their graphs: plain values in, so they pickle anywhere."""
+"""Task functions tests put in their graphs (the AWS tests and the HTTP API's): plain values in, so
+they pickle anywhere."""
 
 from __future__ import annotations
 
