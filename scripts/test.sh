@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 # Two workers (pytest-xdist): most tests wait on subprocesses and sockets, so even a 2-core machine
-# runs the suite in about 6 minutes instead of 10. Tests that package with serverless share one
-# worker (tests/conftest.py); `-n 0` runs everything in this process.
-exec "$VENV/bin/python" -m pytest -q -n 2 --dist loadgroup "$@"
+# runs the suite in about 6 minutes instead of 10. Packagings take turns (tests/deploy_bundle.py
+# locks the service folder and the caches); `-n 0` runs everything in this process.
+exec "$VENV/bin/python" -m pytest -q -n 2 "$@"

@@ -7,6 +7,8 @@ Used by tests/test_deploy_package.py (the template) and tests/aws/ (handlers run
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -60,6 +62,27 @@ def skip_or_fail(reason: str):
     pytest.skip(reason)
 
 
+def cache_dir() -> Path:
+    """Where packaging caches wheels and installs across runs and clones (deploy/packaging.js
+    reads the same variables)."""
+    base = os.environ.get("WUKONG_SLS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wukong-serverless"
+    return Path(base)
+
+
+@contextlib.contextmanager
+def exclusive(*directories: Path):
+    """Hold an exclusive lock on each directory for the block. Packagings of one service folder
+    (node_modules, .serverless/) and of one cache overwrite each other's files, and the README's
+    test command runs two pytest-xdist workers, so whatever writes there runs one at a time."""
+    with contextlib.ExitStack() as stack:
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory, os.O_RDONLY)
+            stack.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_node_modules() -> Path:
     """`npm ci` unless node_modules was installed from this very package-lock.json."""
     npm = shutil.which("npm")
@@ -76,9 +99,10 @@ def ensure_node_modules() -> Path:
 
 
 def run_serverless(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    binary = ensure_node_modules()
-    return subprocess.run([str(binary), *args, "--stage", STAGE, "--region", REGION], cwd=ROOT,
-                          env=serverless_env(), capture_output=True, text=True, timeout=timeout)
+    with exclusive(ROOT, cache_dir()):
+        binary = ensure_node_modules()
+        return subprocess.run([str(binary), *args, "--stage", STAGE, "--region", REGION], cwd=ROOT,
+                              env=serverless_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def package(out: Path, *params: str) -> dict:
@@ -92,10 +116,20 @@ _packaged: dict[str, tuple[dict, Path]] = {}
 
 def packaged_default(tmp_path_factory) -> tuple[dict, Path]:
     """(template, output folder) of the default parameters, packaged once per test session whichever
-    test directory asks first (pytest's session fixtures are per conftest, this cache is per process)."""
+    test directory asks first (pytest's session fixtures are per conftest, this cache is per process).
+    Under pytest-xdist the workers share one packaging, in their common base folder (per run)."""
     if "default" not in _packaged:
-        out = tmp_path_factory.mktemp("sls-package")
-        _packaged["default"] = (package(out), out)
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            out = tmp_path_factory.getbasetemp().parent / "sls-package-default"
+            with exclusive(out):
+                done = out / ".complete"
+                template = json.loads((out / "cloudformation-template-update-stack.json").read_text()) \
+                    if done.exists() else package(out)
+                done.touch()
+        else:
+            out = tmp_path_factory.mktemp("sls-package")
+            template = package(out)
+        _packaged["default"] = (template, out)
     return _packaged["default"]
 
 
@@ -212,15 +246,15 @@ def image_code(tmp_path_factory) -> FunctionCode:
     requirements = dockerfile_requirements()
     args = image_pip_args(python_version)
     key = hashlib.sha256(json.dumps([args, *map(requirement_lines, requirements)]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("WUKONG_SLS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                 / "wukong-serverless") / f"image-site-{key}"
-    if not (cache / ".complete").exists():
-        for stale in cache.parent.glob("image-site-*"):  # ~850 MB each: keep only the current one
-            shutil.rmtree(stale, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--target", str(cache), *args, *(a for p in requirements for a in ("-r", str(p)))],
-                       check=True, timeout=900)
-        (cache / ".complete").write_text(key + "\n")
+    cache = cache_dir() / f"image-site-{key}"
+    with exclusive(cache_dir()):
+        if not (cache / ".complete").exists():
+            for stale in cache.parent.glob("image-site-*"):  # ~850 MB each: keep only the current one
+                shutil.rmtree(stale, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            "--target", str(cache), *args, *(a for p in requirements for a in ("-r", str(p)))],
+                           check=True, timeout=900)
+            (cache / ".complete").write_text(key + "\n")
     root = tmp_path_factory.mktemp("image-task-root")
     removed = dockerfile_removals()
     for entry in cache.iterdir():
