@@ -69,7 +69,7 @@ class Invoker(abc.ABC):
     def job_ended(self, job_id: str) -> None:
         """The job is over (done, failed, cancelled, timed out): stop what still runs of it, where
         the backend can. Lambda cannot stop a running function: its executors stop at their next
-        check of the job's end (wukong.executor.CHECK_INTERVAL); the local pool kills its workers."""
+        check of the job's end (wukong.executor_state.CHECK_INTERVAL); the local pool kills its workers."""
 
 
 class ParallelInvoker(Invoker):
