@@ -332,3 +332,16 @@ def test_a_cancel_after_cleanup_leaves_no_keys_behind(stores):
     job.cleanup(n_tasks=1, n_paths=0)  # ...and was cleaned up
     assert not job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})  # a late cancel
     assert list(stores.mds.scan_iter(match=f"{job.keys.prefix}*")) == []
+
+
+@pytest.mark.parametrize("cleaned_up", [False, True])
+def test_a_result_stored_after_the_job_ended_is_refused_and_leaves_no_key(stores, cleaned_up):
+    """An executor whose task returns after a cancel (or its cleanup) within one check interval
+    never looks at the job's end; storing its result must still write nothing."""
+    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", 600, 1)
+    assert job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})
+    if cleaned_up:
+        job.cleanup(n_tasks=1, n_paths=0)
+    assert job.store_result(0, b"late") is False
+    left = sorted(stores.mds.scan_iter(match=f"{job.keys.prefix}*"))
+    assert left == ([] if cleaned_up else sorted([job.keys.ended.encode(), job.keys.events.encode()]))

@@ -104,9 +104,16 @@ return 0
 
 # Counts one final result, once per output however often it is stored; the call that counts the
 # last one pushes the done event. The value itself is SET (NX) by the same pipeline just before:
-# passing 100 MB through a Lua argument took 3-4x as long as a plain SET (measured).
-# KEYS: outputs_done (a set of task ids), events. ARGV: task id, n_outputs, ttl, done event.
+# passing 100 MB through a Lua argument took 3-4x as long as a plain SET (measured). A job that
+# has ended (failed, cancelled, cleaned up) takes no result: the value just set is deleted, so an
+# executor whose task returned after a cancel's cleanup leaves no key behind (-1).
+# KEYS: outputs_done (a set of task ids), events, the result's key, ended, ENDED_JOBS.
+# ARGV: task id, n_outputs, ttl, done event, job id.
 STORE_RESULT = """
+if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('ZSCORE', KEYS[5], ARGV[5]) then
+  redis.call('DEL', KEYS[3])
+  return -1
+end
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   if redis.call('SCARD', KEYS[1]) == tonumber(ARGV[2]) then

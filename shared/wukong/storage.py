@@ -325,13 +325,14 @@ class JobStorage:
         stored = self._fit(key, data, what)  # a result too big for one string goes over the KV shards
         pipe = self.stores.mds.pipeline(transaction=False)
         pipe.set(key, stored, nx=True, ex=self.ttl)  # a duplicate's copy is not kept
-        self.stores.run_script("store_result", [self.keys.outputs_done, self.keys.events],
-                               [tid, self.n_outputs, self.ttl, done_event], pipe=pipe)
+        self.stores.run_script("store_result", [self.keys.outputs_done, self.keys.events, key, self.keys.ended,
+                                                redis_scripts.ENDED_JOBS],
+                               [tid, self.n_outputs, self.ttl, done_event, self.job_id], pipe=pipe)
         with self._refusals(self.stores.mds, what, len(stored)):
             _, last = self.stores.execute_pipeline(pipe)
         self._count(mds=4)
         self.stats.mds_bytes_written += len(data)
-        return bool(last)
+        return last == 1
 
     @_traced
     def end_job(self, reason: str, event: dict) -> bool:
