@@ -12,6 +12,7 @@ from operator import add
 import pytest
 
 from wukong import Client, LocalCluster
+from wukong.job_events import JobEvent
 from wukong.schedule import DependentRef
 from wukong.storage import JobStorage, RedisStores
 
@@ -128,7 +129,7 @@ def test_claim_start_lets_one_delivery_of_each_attempt_run(job):
     assert job.claim_start(4, attempt=1) == "run"  # the retry of an executor that died
     assert job.claim_start(4, attempt=0) == "duplicate"  # a late copy of the first attempt
     assert job.claim_start(5, attempt=0) == "run"
-    job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})
+    job.end_job(JobEvent.cancelled("cancelled"))
     assert job.claim_start(6, attempt=0) == "ended"
 
 
@@ -153,7 +154,7 @@ def test_store_result_once_only_and_done_event_once(stores):
         assert job.store_result(1, b"other") is True
         assert job.store_result(1, b"again") is False
         assert stores.mds.llen(job.keys.events) == 1
-        assert job.wait_event(timeout=1) == {"kind": "done"}
+        assert job.wait_event(timeout=1) == JobEvent.done()
         assert job.results([0, 1]) == {0: b"first", 1: b"other"}
     finally:
         job.cleanup(n_tasks=2, n_paths=0)
@@ -181,20 +182,21 @@ def test_results_missing_raises_lookup_error(job):
 def test_end_job_first_caller_wins(stores, job):
     assert not job.has_ended()
     firsts = run_threads(
-        8, lambda i: new_job(stores, job_id=job.job_id).end_job("failed", {"kind": "error", "who": i})
+        8, lambda i: new_job(stores, job_id=job.job_id).end_job(JobEvent.task_failed(f"t{i}", ValueError(i)))
     )
     assert firsts.count(True) == 1
     winner = firsts.index(True)
     assert job.has_ended()
     events = stores.mds.lrange(job.keys.events, 0, -1)
-    assert [json.loads(e) for e in events] == [{"kind": "error", "who": winner}]
+    assert [JobEvent.from_json(e).key for e in events] == [repr(f"t{winner}")]
     assert stores.mds.get(job.keys.ended) == b"failed"
 
 
 def test_end_job_later_reasons_are_ignored(job):
-    assert job.end_job("cancelled", {"kind": "error", "reason": "cancelled"}) is True
-    assert job.end_job("failed", {"kind": "error"}) is False
-    assert job.wait_event(timeout=1) == {"kind": "error", "reason": "cancelled"}
+    assert job.end_job(JobEvent.cancelled("stop")) is True
+    assert job.end_job(JobEvent.task_failed("t", ValueError())) is False
+    assert job.wait_event(timeout=1) == JobEvent.cancelled("stop")
+    assert job.stores.mds.get(job.keys.ended) == b"cancelled"
 
 
 # --- values, plans, namespacing ---------------------------------------------------------------------
@@ -248,7 +250,7 @@ def fill_job(job: JobStorage, n_tasks: int) -> None:
     job.bump_counters([fan_in(3, 1, 2)], claimer=1)  # completes counter 3: records its claimer
     assert job.claim_start(1, attempt=0) == "run"
     job.store_result(0, b"result")
-    job.end_job("failed", {"kind": "error"})
+    job.end_job(JobEvent.task_failed("t", ValueError()))
     job.flush_counts({"tasks": 3, "busy_seconds": 0.5})
 
 
@@ -328,9 +330,9 @@ def test_job_runs_end_to_end_on_three_shards(sharded):
 
 def test_a_cancel_after_cleanup_leaves_no_keys_behind(stores):
     job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", 600, 1)
-    assert job.end_job("failed", {"kind": "error"})  # a job that failed...
+    assert job.end_job(JobEvent.task_failed("t", ValueError()))  # a job that failed...
     job.cleanup(n_tasks=1, n_paths=0)  # ...and was cleaned up
-    assert not job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})  # a late cancel
+    assert not job.end_job(JobEvent.cancelled("cancelled"))  # a late cancel
     assert list(stores.mds.scan_iter(match=f"{job.keys.prefix}*")) == []
 
 
@@ -339,7 +341,7 @@ def test_a_result_stored_after_the_job_ended_is_refused_and_leaves_no_key(stores
     """An executor whose task returns after a cancel (or its cleanup) within one check interval
     never looks at the job's end; storing its result must still write nothing."""
     job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", 600, 1)
-    assert job.end_job("cancelled", {"kind": "error", "reason": "cancelled"})
+    assert job.end_job(JobEvent.cancelled("cancelled"))
     if cleaned_up:
         job.cleanup(n_tasks=1, n_paths=0)
     assert job.store_result(0, b"late") is False

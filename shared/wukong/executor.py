@@ -7,11 +7,9 @@ and the KV proxy, all injected, so the same class runs in a local worker process
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import time
-import traceback
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from wukong.executor_state import (BumpCounters, CheckEnded, ClaimStart, Counter
                                    ReleaseHold, ReportProgress, ResultPublished, RunTask, SegmentRead, Sleep,
                                    StartClaimed, StoreValue, TaskFinished)
 from wukong.hooks import ExecutorHooks
+from wukong.job_events import JobEvent
 from wukong.invocation import Invocation, Invoker, JobSettings
 from wukong.proxy.client import ProxyClient, ProxyUnavailable
 from wukong.redis_connection import address, unavailable
@@ -79,7 +78,7 @@ class Executor:
         try:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
-            self.fail(storage, failure_event(f"<task id {inv.start}>", exc, internal=True))
+            self.fail(storage, JobEvent.task_failed(f"<task id {inv.start}>", exc, internal=True))
             # still counted as finished, so the report settles without waiting for it
             self._add_counts(job, Counter(executors_finished=1, busy_seconds=time.perf_counter() - started))
             return
@@ -93,20 +92,20 @@ class Executor:
         except ValueNotStoredError as exc:  # a live server refused a write: what, how big, which limit
             key = run.current_key()
             what = exc.what.replace(f"task id {run.state.current}", f"task {key!r}")
-            self.fail(storage, failure_event(key, ValueNotStoredError(what, exc.nbytes, exc.reason)))
+            self.fail(storage, JobEvent.task_failed(key, ValueNotStoredError(what, exc.nbytes, exc.reason)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # a lost server: say which, plainly
             key = run.current_key()
             error = RedisUnavailableError(unavailable(
                 exc, self.stores.spec, f"task {key!r} ran",
                 check=f"check that the MDS {address(self.stores.spec.mds)} and every KV shard are up"))
             try:
-                self.fail(storage, failure_event(key, error))
+                self.fail(storage, JobEvent.task_failed(key, error))
             except redis.RedisError as again:  # the MDS is the lost server: the client sees it itself
                 log.warning("could not report the failure of job %s (%s: %s): %s", job.job_id,
                             type(again).__name__, again, error)
                 reported = False
         except Exception as exc:  # a Wukong or storage fault: still end the job, never hang it
-            self.fail(storage, failure_event(run.current_key(), exc, internal=True))
+            self.fail(storage, JobEvent.task_failed(run.current_key(), exc, internal=True))
         finally:
             counts = run.take_counts()
             counts["executors_finished"] += 1
@@ -118,9 +117,9 @@ class Executor:
             if reported and time.monotonic() - self._last_flush >= self.flush_interval:
                 self.flush()
 
-    def fail(self, storage: JobStorage, event: dict) -> None:
+    def fail(self, storage: JobStorage, event: JobEvent) -> None:
         """End the job with ``event``; the first failure is the one reported (and notified)."""
-        if storage.end_job("failed", event):
+        if storage.end_job(event):
             self.hooks.job_ended(storage)
 
     def _add_counts(self, job: JobSettings, counts: Counter) -> None:
@@ -148,7 +147,7 @@ class Executor:
 
 
 class _TaskRaised(Exception):
-    def __init__(self, event: dict):
+    def __init__(self, event: JobEvent):
         self.event = event
 
 
@@ -200,7 +199,7 @@ class _Run:
             while not instruction.terminal:
                 instruction = self.state.handle(carry_out[type(instruction)](instruction))
         if isinstance(instruction, FailTask):
-            raise _TaskRaised(failure_event(instruction.key, instruction.error))
+            raise _TaskRaised(JobEvent.task_failed(instruction.key, instruction.error))
         if instruction.reason == "duplicate":
             log.debug("dropped a duplicate invocation of task id %d", self.state.start_tid)
 
@@ -221,7 +220,7 @@ class _Run:
             try:
                 values[tid] = loads(blob)
             except Exception as exc:
-                raise _TaskRaised(failure_event(record.key, SerializationError(
+                raise _TaskRaised(JobEvent.task_failed(record.key, SerializationError(
                     f"input {keys[tid]!r} of task {record.key!r} cannot be deserialized in this "
                     f"executor ({type(exc).__name__}: {exc}); is its type's module importable here?"
                 ))) from exc
@@ -240,7 +239,7 @@ class _Run:
                     value = record.node(run.args)
         except Exception as exc:
             self._report_warnings(record, n_caught)
-            raise _TaskRaised(failure_event(record.key, exc)) from exc
+            raise _TaskRaised(JobEvent.task_failed(record.key, exc)) from exc
         seconds = time.perf_counter() - t0
         hooks.task_finished()
         self._report_warnings(record, n_caught)
@@ -285,27 +284,8 @@ def _serialize_output(record: TaskRecord, value: Any) -> bytes:
     try:
         return dumps(value)
     except Exception as exc:
-        raise _TaskRaised(failure_event(record.key, SerializationError(
+        raise _TaskRaised(JobEvent.task_failed(record.key, SerializationError(
             f"the output of task {record.key!r} ({type(value).__qualname__}) cannot be serialized to "
             f"send it on ({type(exc).__name__}: {exc}); return picklable data such as numbers, "
             f"numpy arrays, lists or dicts from tasks whose outputs leave their executor"
         ))) from exc
-
-
-def failure_event(key: Any, exc: BaseException, internal: bool = False) -> dict:
-    """A JSON-able description of a failed task, carrying the pickled exception when it pickles."""
-    try:
-        exc_blob = base64.b64encode(dumps(exc)).decode()
-        loads(base64.b64decode(exc_blob))
-    except Exception:
-        exc_blob = None
-    return {
-        "kind": "error",
-        "key": repr(key),
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[:4000],
-        "traceback": "".join(traceback.format_exception(exc))[-8000:],
-        "exception": exc_blob,
-        "internal": internal,
-        "worker": f"pid{os.getpid()}",
-    }

@@ -7,7 +7,6 @@ and :func:`finalize_job` from separate Lambdas that share only the :class:`JobRe
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -22,17 +21,10 @@ from dask._task_spec import DataNode
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
-from wukong import errors
-from wukong.errors import (
-    JobFailedError,
-    JobTimeoutError,
-    RedisUnavailableError,
-    RemoteTaskError,
-    job_interrupted,
-    SerializationError,
-)
+from wukong.errors import RedisUnavailableError, SerializationError, job_interrupted
 from wukong.graph import TaskGraph
 from wukong.invocation import Invocation, Invoker, JobSettings
+from wukong.job_events import REDIS_UNAVAILABLE, JobEvent, raise_job_error  # noqa: F401  (re-exported)
 from wukong.redis_connection import address, unavailable
 from wukong.report import JobReport, estimate_lambda_cost
 from wukong.schedule import JobPlan, generate_schedules
@@ -48,7 +40,6 @@ log = logging.getLogger(__name__)
 SETTLE_TIMEOUT = 2.0
 #: The most each cleanup call may wait after the job lost a Redis server (and redis_timeout, if less).
 LOST_REDIS_BUDGET = 2.0
-_UNAVAILABLE = f"{RedisUnavailableError.__module__}.{RedisUnavailableError.__qualname__}"
 
 ProgressCallback = Callable[[int, int], None]  # (tasks done, total)
 
@@ -193,7 +184,7 @@ class JobRun:
                  reissue_warnings: bool = True, scratch: ScratchDirs | None = None):
         # chosen up front, so a job service can cancel (JobStorage.end_job) even while it plans
         self.job_id = job_id or new_job_id()
-        self.event: dict | None = None  # the job's ending event (done or failure) once it has one
+        self.event: JobEvent | None = None  # the job's ending event (done or failure) once it has one
         self.graph = graph
         self.stores = stores
         self.invoker = invoker
@@ -220,7 +211,7 @@ class JobRun:
             with self._redis_errors("running"):
                 self.invoker.invoke(payloads)
                 event = self.event = self._await(storage, job.record, started)
-                blobs = storage.results(list(job.plan.output_ids)) if event["kind"] == "done" else None
+                blobs = storage.results(list(job.plan.output_ids)) if event.is_done else None
                 warned = storage.task_warnings()
             self.warnings = unpack(warned)
             if self.reissue_warnings:  # through the caller's filters, before the results or the error
@@ -232,7 +223,7 @@ class JobRun:
                                if isinstance(self.graph.nodes[tid], DataNode)})
                 status = "succeeded"
                 return nested_get(self.graph.requested, values)
-            status = {"timeout": "timed out", "cancelled": "cancelled"}.get(event.get("reason"), "failed")
+            status = event.status
             raise_job_error(event)
         except KeyboardInterrupt:
             status = interrupted = "cancelled"
@@ -272,14 +263,14 @@ class JobRun:
     def lost_redis(self) -> bool:
         """The job failed because a Redis server was lost or stopped answering (seen here or by an
         executor)."""
-        return self.redis_error is not None or (self.event or {}).get("type") == _UNAVAILABLE
+        return self.redis_error is not None or (self.event is not None and self.event.type == REDIS_UNAVAILABLE)
 
     def _interrupted(self, storage: JobStorage) -> KeyboardInterrupt:
         """Cancel the job Ctrl-C interrupted (its executors stop at their next check; the local
         pool stops those inside a task) and say so in one line."""
         message = f"job {self.job_id} interrupted (Ctrl-C): cancelled, and its running tasks stopped"
         try:
-            storage.end_job("cancelled", {"kind": "error", "reason": "cancelled", "message": message})
+            storage.end_job(JobEvent.cancelled(message))
         except redis.RedisError as exc:
             message = f"job {self.job_id} interrupted (Ctrl-C); could not cancel it ({exc})"
         return job_interrupted(message)
@@ -298,7 +289,7 @@ class JobRun:
                 exc, spec, f"{doing} job {self.job_id}", server=f"the metadata store {address(spec.mds)}"))
             raise self.redis_error from exc
 
-    def _await(self, storage: JobStorage, record: JobRecord, started: float) -> dict:
+    def _await(self, storage: JobStorage, record: JobRecord, started: float) -> JobEvent:
         total = len(self.graph)
         deadline = None if self.config.job_timeout is None else started + self.config.job_timeout
         stall_after = self.config.stall_warning
@@ -309,7 +300,7 @@ class JobRun:
             if deadline is not None:  # wake at the deadline, not up to a poll later (0 would block forever)
                 wait = max(0.01, min(poll, deadline - time.perf_counter()))
             event = storage.wait_event(timeout=wait)
-            done = total if event and event["kind"] == "done" else storage.tasks_done()
+            done = total if event is not None and event.is_done else storage.tasks_done()
             if self.progress:
                 self.progress(done, total)
             if event is not None:
@@ -325,13 +316,10 @@ class JobRun:
                 last_change = now
             if deadline is not None and now > deadline:
                 unfinished = self._unfinished(storage, record)
-                timeout_event = {
-                    "kind": "error", "reason": "timeout",
-                    "message": f"job {storage.job_id} did not finish within job_timeout="
-                               f"{self.config.job_timeout} s ({done} of {total} tasks done)"
-                               + (f"; {unfinished}" if unfinished else ""),
-                }
-                storage.end_job("timeout", timeout_event)
+                timeout_event = JobEvent.timed_out(
+                    f"job {storage.job_id} did not finish within job_timeout={self.config.job_timeout} s "
+                    f"({done} of {total} tasks done)" + (f"; {unfinished}" if unfinished else ""))
+                storage.end_job(timeout_event)
                 # the first ending event wins: a failure that raced us is reported instead
                 return storage.wait_event(timeout=1.0) or timeout_event
 
@@ -403,42 +391,3 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             config.lambda_price_per_request,
         ),
     )
-
-
-def _own_error(event: dict) -> BaseException | None:
-    """One of Wukong's own errors, rebuilt from its type name and message when its pickle did not
-    travel (so a caller's ``except MemoryLimitError`` still works)."""
-    module, _, name = (event.get("type") or "").rpartition(".")
-    cls = getattr(errors, name, None) if module == "wukong.errors" else None
-    if isinstance(cls, type) and issubclass(cls, errors.WukongError):
-        try:
-            return cls(event.get("message", ""))
-        except Exception:
-            return None
-    return None
-
-
-def raise_job_error(event: dict) -> None:
-    """Re-raise a failure event: the task's own exception type, with a note naming the task."""
-    if event.get("reason") == "timeout":
-        raise JobTimeoutError(event["message"])
-    if event.get("reason") == "cancelled":
-        raise JobFailedError(event.get("message", "job cancelled"))
-    key = event.get("key", "<unknown>")
-    exc: BaseException | None = None
-    if event.get("exception"):
-        try:
-            exc = loads(base64.b64decode(event["exception"]))
-        except Exception:
-            exc = None
-    if event.get("internal"):
-        raise JobFailedError(
-            f"Wukong failed while running task {key}: {event.get('type')}: {event.get('message')}\n"
-            f"{event.get('traceback', '')}"
-        ) from exc
-    if not isinstance(exc, BaseException):
-        exc = _own_error(event) or RemoteTaskError(f"task {key} raised {event.get('type')}: {event.get('message')}")
-    exc.add_note(f"Wukong: raised by task {key} in executor {event.get('worker', '?')}")
-    if event.get("traceback"):
-        exc.add_note("Remote traceback:\n" + event["traceback"].rstrip())
-    raise exc

@@ -22,6 +22,7 @@ import redis
 from uhashring import HashRing
 
 from wukong import chunks, decisions, redis_scripts
+from wukong.job_events import JobEvent
 from wukong.keyspace import KeySpace  # noqa: F401  (re-exported: callers know it as storage's)
 # re-exported: most callers know these as storage's
 from wukong.redis_connection import DEFAULT_BULK_LIMIT, bulk_limit
@@ -320,7 +321,7 @@ class JobStorage:
     @_traced
     def store_result(self, tid: int, data: bytes) -> bool:
         """Store a final result; True if it was the job's last one (the done event is pushed)."""
-        done_event = json.dumps({"kind": "done"})
+        done_event = JobEvent.done().to_json()
         key, what = self.keys.result(tid), f"the result of task id {tid}"
         stored = self._fit(key, data, what)  # a result too big for one string goes over the KV shards
         pipe = self.stores.mds.pipeline(transaction=False)
@@ -335,11 +336,12 @@ class JobStorage:
         return last == 1
 
     @_traced
-    def end_job(self, reason: str, event: dict) -> bool:
-        """Mark the job failed or cancelled; the first caller's event is the one the client sees."""
+    def end_job(self, event: JobEvent) -> bool:
+        """Mark the job ended (failed, cancelled or timed out, as ``event`` says); the first
+        caller's event is the one the client sees."""
         first = self.stores.run_script(
             "end_job", [self.keys.ended, self.keys.events, redis_scripts.ENDED_JOBS],
-            [reason, json.dumps(event), self.ttl, self.job_id],
+            [event.reason.value, event.to_json(), self.ttl, self.job_id],
         )
         self._count(mds=3)
         return bool(first)
@@ -347,7 +349,7 @@ class JobStorage:
     def record_done(self) -> None:
         """Push the done event of a job that has nothing to compute (no requested keys)."""
         pipe = self.stores.mds.pipeline(transaction=False)
-        pipe.rpush(self.keys.events, json.dumps({"kind": "done"}))
+        pipe.rpush(self.keys.events, JobEvent.done().to_json())
         pipe.expire(self.keys.events, self.ttl)
         self._execute(pipe, mds=True)
 
@@ -359,19 +361,19 @@ class JobStorage:
         return bool(ended)
 
     @_traced
-    def first_event(self) -> dict | None:
+    def first_event(self) -> JobEvent | None:
         """The job's first done or failure event, without consuming it (the AWS path has no waiter
         popping events)."""
         item = self.stores.mds.lindex(self.keys.events, 0)
         self._count(mds=1)
-        return None if item is None else json.loads(item)
+        return None if item is None else JobEvent.from_json(item)
 
-    def wait_event(self, timeout: float) -> dict | None:
+    def wait_event(self, timeout: float) -> JobEvent | None:
         """Block up to ``timeout`` seconds for the job's done or failure event (at most half of
         redis_timeout: the socket must not time out on a server that is only waiting)."""
         item = self.stores.mds.blpop([self.keys.events], timeout=blocking_timeout(timeout, self.stores.spec))
         self._count(mds=1)
-        return None if item is None else json.loads(item[1])
+        return None if item is None else JobEvent.from_json(item[1])
 
     @_traced
     def results(self, tids: Sequence[int]) -> dict[int, bytes]:

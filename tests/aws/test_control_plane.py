@@ -3,6 +3,7 @@ executor comes second sends the job's first event, exactly once per token; heart
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -10,7 +11,7 @@ import pytest
 
 from wukong.aws.control_plane import StepFunctionsHooks, TaskTokenStore, cause_of, error_name, failure_cause
 from wukong.aws.observability import Observability
-from wukong.executor import failure_event
+from wukong.job_events import JobEvent
 from wukong.invocation import JobSettings
 from wukong.storage import JobStorage
 
@@ -27,7 +28,7 @@ def test_token_stored_first_then_the_finishing_executor_claims_it_once(storage):
     assert tokens.store("token-1") is None  # the job is still running: nothing to send yet
     assert tokens.claim() is None  # not finished: nothing to claim
     assert storage.store_result(0, b"value")  # the job's last (only) result
-    assert tokens.claim() == ("token-1", {"kind": "done"})
+    assert tokens.claim() == ("token-1", JobEvent.done())
     assert tokens.claim() is None  # a second finisher (a retried executor) sends nothing
 
 
@@ -35,21 +36,21 @@ def test_job_finished_first_then_the_waiter_sends(storage):
     tokens = TaskTokenStore(storage)
     assert storage.store_result(0, b"value")
     assert tokens.claim() is None  # no token yet: the executor leaves it to the waiter
-    assert tokens.store("token-1") == {"kind": "done"}
+    assert tokens.store("token-1") == JobEvent.done()
     assert tokens.claim() is None  # already sent by the waiter
     # a retried await state brings a new token: its outcome is still owed, once
-    assert tokens.store("token-2") == {"kind": "done"}
+    assert tokens.store("token-2") == JobEvent.done()
     assert tokens.claim() is None
 
 
 def test_the_outcome_is_always_the_first_event(storage):
     tokens = TaskTokenStore(storage)
     tokens.store("token-1")
-    event = failure_event("b", ZeroDivisionError("division by zero"))
-    assert storage.end_job("failed", event)
+    event = JobEvent.task_failed("b", ZeroDivisionError("division by zero"))
+    assert storage.end_job(event)
     storage.store_result(0, b"value")  # a result that lands after the failure does not win
     token, first = tokens.claim()
-    assert token == "token-1" and first["kind"] == "error" and first["key"] == repr("b")
+    assert token == "token-1" and first == event and first.key == repr("b")
 
 
 def test_one_heartbeat_per_lease(storage):
@@ -61,13 +62,13 @@ def test_one_heartbeat_per_lease(storage):
 
 
 def test_failure_cause_names_the_task_and_fits_step_functions_limits():
-    event = failure_event(("x", 3), ValueError("bad " * 3000))
+    event = JobEvent.task_failed(("x", 3), ValueError("bad " * 3000))
     cause = json.loads(failure_cause("job1", event))
     assert cause["key"] == repr(("x", 3)) and cause["type"] == "builtins.ValueError"
     assert cause["exception"]  # small enough to carry the pickled exception
     assert cause_of("job1", event).keys() <= cause.keys()
     assert error_name(event) == "builtins.ValueError"
-    huge = {**event, "exception": "A" * 40000}
+    huge = dataclasses.replace(event, exception="A" * 40000)
     assert len(failure_cause("job1", huge)) <= 32768 and "exception" not in json.loads(failure_cause("job1", huge))
 
 

@@ -25,6 +25,7 @@ from wukong.config import make_config
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
 from wukong.graph import normalize_graph
 from wukong.job import plan_job
+from wukong.job_events import JobEvent
 from wukong.schedule import TaskRecord
 from wukong.serialization import dumps
 from wukong.storage import JobStorage, KeySpace
@@ -184,7 +185,7 @@ def test_a_lambda_retry_of_a_dead_executor_reruns_its_start_task(aws, redis_serv
         assert storage.first_event() is None  # the dead attempt ended nothing
         result = executor(event_of(payload), context)
         assert result["attempt"] == 1
-        assert storage.first_event() == {"kind": "done"}
+        assert storage.first_event() == JobEvent.done()
         assert pickle.loads(storage.results([0])[0]) == 42
         # a late duplicate of the delivery that finished (same request id) runs nothing
         assert executor(event_of(payload), context).get("duplicate") is True
@@ -207,7 +208,7 @@ def test_a_copy_of_a_delivery_that_is_still_running_does_nothing(aws, redis_stor
         assert storage.first_event() is None  # the copy ran nothing
         redis_stores.mds.delete(lease)  # that delivery died (its renewals stopped); Lambda retries it
         assert executor(event_of(payload), context)["attempt"] == 1
-        assert storage.first_event() == {"kind": "done"}
+        assert storage.first_event() == JobEvent.done()
         assert not redis_stores.mds.exists(lease)  # released at the end
     finally:
         storage.cleanup(job.plan.n_tasks, len(job.plan.paths))

@@ -93,4 +93,4 @@ def test_a_graph_the_planner_rejects_fails_with_its_error(aws):
     described = wait_for(handle, aws.sfn, timeout=60)
     assert described["status"] == "FAILED" and described["error"] == "MissingKeyError"  # a KeyError subclass
     assert "missing" in json.loads(described["cause"])["message"]
-    assert failure_event(described)["internal"]
+    assert failure_event(described).internal

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import JobSettings
+from wukong.job_events import EndReason, JobEvent
 from wukong.storage import JobStorage
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,17 @@ class TaskTokenStore:
         # register_script runs EVALSHA and loads the script only when the server lacks it
         return self.mds.register_script(source)(keys=keys, args=args)
 
-    def store(self, token: str) -> dict | None:
+    def store(self, token: str) -> JobEvent | None:
         """Keep ``token``; returns the job's first event if it already finished (send it now)."""
         k = self.keys
         first = self._run(_STORE_TOKEN, [k.task_token, k.notified, k.events], [token, self.storage.ttl])
-        return None if first is None else json.loads(first)
+        return None if first is None else JobEvent.from_json(first)
 
-    def claim(self) -> tuple[str, dict] | None:
+    def claim(self) -> tuple[str, JobEvent] | None:
         """(token, first event) if the job has finished and its token is stored and not yet sent."""
         k = self.keys
         claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, k.events], [self.storage.ttl])
-        return None if not claimed else (claimed[0].decode(), json.loads(claimed[1]))
+        return None if not claimed else (claimed[0].decode(), JobEvent.from_json(claimed[1]))
 
     def heartbeat_token(self, lease_seconds: int) -> str | None:
         """The token if this caller holds the heartbeat lease for the next ``lease_seconds``."""
@@ -88,38 +88,38 @@ class TaskTokenStore:
         return None if token is None else token.decode()
 
 
-def error_name(event: Mapping) -> str:
+def error_name(event: JobEvent) -> str:
     """The Step Functions error of a failure event: the exception type, e.g. builtins.ZeroDivisionError."""
-    return str(event.get("type") or "WukongJobFailed")[:MAX_ERROR]
+    return (event.type or "WukongJobFailed")[:MAX_ERROR]
 
 
-def cause_of(job_id: str, event: Mapping) -> dict:
-    """The failing task and its exception, from a failure event (without the pickled exception)."""
-    cause = {"job_id": job_id, "key": event.get("key"), "type": event.get("type"),
-             "message": str(event.get("message", ""))[:4000], "traceback": str(event.get("traceback", ""))[-8000:],
-             "internal": bool(event.get("internal")), "worker": event.get("worker")}
-    if event.get("reason"):
-        cause["reason"] = event["reason"]
+def cause_of(job_id: str, event: JobEvent) -> dict:
+    """The failing task and its exception, from a failure event (without the pickled exception); a
+    cancel or timeout says so in ``reason``."""
+    cause = {"job_id": job_id, "key": event.key, "type": event.type, "message": event.message[:4000],
+             "traceback": event.traceback[-8000:], "internal": event.internal, "worker": event.worker}
+    if event.reason not in (None, EndReason.FAILED):
+        cause["reason"] = event.reason.value
     return cause
 
 
-def failure_cause(job_id: str, event: Mapping) -> str:
+def failure_cause(job_id: str, event: JobEvent) -> str:
     """A JSON cause naming the failing task and its exception; carries the pickled exception when it
     fits, so a Python client can re-raise the task's own exception type."""
     cause = cause_of(job_id, event)
     text = json.dumps(cause)
-    exception = event.get("exception")
+    exception = event.exception
     if exception and len(text) + len(exception) + 20 < MAX_CAUSE:
         text = json.dumps({**cause, "exception": exception})
     return text[:MAX_CAUSE]
 
 
-def send_outcome(sfn: Any, token: str, job_id: str, event: Mapping) -> bool:
+def send_outcome(sfn: Any, token: str, job_id: str, event: JobEvent) -> bool:
     """SendTaskSuccess or SendTaskFailure for the job's first event; False if the token was stale."""
     from botocore.exceptions import ClientError
 
     try:
-        if event.get("kind") == "done":
+        if event.is_done:
             sfn.send_task_success(taskToken=token, output=json.dumps({"job_id": job_id, "status": "done"}))
         else:
             sfn.send_task_failure(taskToken=token, error=error_name(event), cause=failure_cause(job_id, event))
@@ -158,7 +158,7 @@ class StepFunctionsHooks(ExecutorHooks):
         if claimed is not None:
             token, event = claimed
             send_outcome(self.sfn_factory(), token, storage.job_id, event)
-            self.obs.logger.info("sent the job's outcome to Step Functions", extra={"outcome": event.get("kind")})
+            self.obs.logger.info("sent the job's outcome to Step Functions", extra={"outcome": event.kind.value})
 
     def progress(self, storage: JobStorage) -> None:
         if self.job.heartbeat_interval:

@@ -22,7 +22,7 @@ from wukong.aws.control_plane import StepFunctionsHooks
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, job_config
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
-from wukong.executor import failure_event
+from wukong.job_events import JobEvent
 from wukong.invocation import Invocation
 from wukong.job import load_job
 from wukong.task_keys import task_key
@@ -120,9 +120,7 @@ def fail_job(record: dict, obs: Observability, context: Any = None) -> dict:
             return {"job_id": job_id, "failed": False}
         key = task_key(inv, storage)
         obs.logger.append_keys(task_key=key)
-        event = failure_event(key, failure_error(failed, key))
-        event["key"] = key  # already a repr
-        first = storage.end_job("failed", event)
+        first = storage.end_job(JobEvent.task_failed(None, failure_error(failed, key), shown_key=key))
         # the same callback a failing executor sends: claims the token only if it is stored and unsent
         StepFunctionsHooks(obs, lambda: services.client("stepfunctions"), inv.job).job_ended(storage)
     obs.count("JobsFailed", int(first))

@@ -17,6 +17,7 @@ from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, error_name, failure_c
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
 from wukong.job import JobRecord, describe_unfinished, finalize_job, load_job
+from wukong.job_events import JobEvent
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage
 from wukong.task_warnings import TaskWarning, unpack
@@ -118,7 +119,7 @@ def clean_up_after_failure(state: dict, obs: Observability) -> dict:
                 record = None
             if record is not None:
                 first = storage.first_event()
-                if first is not None and first.get("kind") == "error":
+                if first is not None and not first.is_done:
                     # the task's own failure event, in full: a SendTaskFailure cause may be cut short
                     error, text = error_name(first), failure_cause(job_id, first)
                     cause = json.loads(text)
@@ -143,7 +144,7 @@ def _leaf_key(storage: JobStorage, record: JobRecord, leaf: int) -> Any:
 
 def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services, cause: dict) -> dict:
     # executors still running see the job ended at their next check and stop quietly
-    storage.end_job(cause.get("reason") or "cancelled", {"kind": "error", **cause})
+    storage.end_job(JobEvent.from_dict({"kind": "error", **cause, "reason": cause.get("reason") or "cancelled"}))
     status = "timed out" if cause.get("reason") == "timeout" else "failed"
     report = finalize_job(storage, record, services.config, status, time.time() - record.created,
                           settle_timeout=FAILURE_SETTLE_SECONDS)

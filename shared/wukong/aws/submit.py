@@ -15,7 +15,8 @@ from typing import Any
 
 from wukong.errors import JobFailedError
 from wukong.graph import to_task_mapping
-from wukong.job import new_job_id, raise_job_error
+from wukong.job import new_job_id
+from wukong.job_events import JobEvent, raise_job_error
 from wukong.serialization import dumps, loads
 
 #: Graphs up to this size (base64) ride in the execution input; the whole input must stay under 256 KB.
@@ -79,7 +80,7 @@ def fetch_result(handle: JobHandle, *, sfn_client: Any, s3_client: Any, timeout:
     raise JobFailedError(f"job {handle.job_id} ended {described['status']}")
 
 
-def failure_event(described: Mapping) -> dict:
+def failure_event(described: Mapping) -> JobEvent:
     """The failure event (as raise_job_error takes it) behind a FAILED execution's error and cause."""
     try:
         cause = json.loads(described.get("cause") or "")
@@ -92,4 +93,4 @@ def failure_event(described: Mapping) -> dict:
         # not a task's failure (a timeout, or one of our functions failed): say which
         event.setdefault("internal", cause.get("reason") is None)
         event["key"] = f"<job {cause.get('job_id')}: {described.get('error')}>"
-    return event
+    return JobEvent.from_dict(event)

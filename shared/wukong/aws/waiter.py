@@ -23,5 +23,5 @@ def store_token(event: dict, obs: Observability, context: Any = None) -> dict:
         finished = TaskTokenStore(storage).store(token)
         if finished is not None:
             send_outcome(services.client("stepfunctions"), token, job_id, finished)
-            obs.logger.info("the job had already finished: sent its outcome", extra={"outcome": finished["kind"]})
+            obs.logger.info("the job had already finished: sent its outcome", extra={"outcome": finished.kind.value})
     return {"job_id": job_id, "notified_by_waiter": finished is not None}

@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError, MemoryLimitError
-from wukong.executor import failure_event
+from wukong.job_events import JobEvent
 from wukong.invocation import Invocation, Invoker
 from wukong.local.worker_status import (
     STOP, WorkerStatus, WorkerStatusFile, processing_key, status_path, write_setup,
@@ -276,9 +276,7 @@ class WorkerPool:
                 f"the executor running task {key} died ({cause}) {attempts}. A task that exhausts "
                 f"memory or kills its process does this; run it alone to see why."
             )
-        event = failure_event(key, exc)  # re-raised as itself
-        event["key"] = key  # already a repr
-        storage.end_job("failed", event)
+        storage.end_job(JobEvent.task_failed(None, exc, shown_key=key))  # re-raised as itself
         return {"job_id": inv.job.job_id, "task": key, "cause": cause, "action": "failed"}
 
     def stop(self, client: redis.Redis | None, timeout: float = 1.0) -> None:

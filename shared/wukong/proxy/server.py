@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wukong import decisions
-from wukong.executor import failure_event
+from wukong.job_events import JobEvent
 from wukong.invocation import Invoker, split_batches
 from wukong.proxy.protocol import (
     CLIENT_HELLO, HEADER, ProtocolError, Session, derive_key, read_client_hello, server_hello,
@@ -222,9 +222,9 @@ class ProxyServer:
             return
         self.stats["invoke_failures"] += 1
         log.error("invokes for job %s failed", storage.job_id, exc_info=errors[0])
-        event = failure_event("<KV proxy>", RuntimeError(f"the KV proxy could not invoke executors: {errors[0]}"),
-                              internal=True)
-        await loop.run_in_executor(self._pool, storage.end_job, "failed", event)  # fail the job, never hang it
+        event = JobEvent.task_failed("<KV proxy>", RuntimeError(f"the KV proxy could not invoke executors: {errors[0]}"),
+                                     internal=True)
+        await loop.run_in_executor(self._pool, storage.end_job, event)  # fail the job, never hang it
 
     def _stores_for(self, spec: StorageSpec) -> RedisStores:
         ident = (spec.mds, spec.kv, spec.tls)

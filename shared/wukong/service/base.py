@@ -11,7 +11,7 @@ from typing import Any
 
 from wukong.errors import WukongError
 from wukong.graph import TaskGraph
-from wukong.job import raise_job_error
+from wukong.job_events import raise_job_error
 from wukong.progress import ProgressBar
 from wukong.report import JobReport
 from wukong.serialization import loads

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from wukong.config import WukongConfig, make_config
-from wukong.errors import RedisUnavailableError
+from wukong.job_events import REDIS_UNAVAILABLE, EndReason, EventKind, JobEvent
 from wukong.graph import TaskGraph
 from wukong.job import JobRun, new_job_id
 from wukong.report import JobReport
@@ -146,8 +146,7 @@ class LocalJobService(JobService):
             settings = job.run.config
             storage = JobStorage(self.cluster.stores, job_id, settings.job_ttl, len(job.run.graph.output_ids))
             # executors see the ended flag at their next check; the job's thread sees the event
-            storage.end_job("cancelled", {"kind": "error", "reason": "cancelled",
-                                          "message": f"job {job_id} was cancelled"})
+            storage.end_job(JobEvent.cancelled(f"job {job_id} was cancelled"))
             job.done.wait(CANCEL_WAIT)
         return self._status(job)
 
@@ -159,12 +158,12 @@ class LocalJobService(JobService):
         for job in running:
             settings = job.run.config
             storage = JobStorage(self.cluster.stores, job.job_id, settings.job_ttl, len(job.run.graph.output_ids))
-            event = {"kind": "error", "internal": True, "key": "<job>", "worker": "wukong serve",
-                     "type": f"{RedisUnavailableError.__module__}.{RedisUnavailableError.__qualname__}",
-                     "message": f"job {job.job_id} lost its data: {message} while it ran. The server restarted "
-                                "Redis; submit the job again"}
+            event = JobEvent(EventKind.ERROR, EndReason.FAILED, internal=True, key="<job>", worker="wukong serve",
+                             type=REDIS_UNAVAILABLE,
+                             message=f"job {job.job_id} lost its data: {message} while it ran. The server "
+                                     "restarted Redis; submit the job again")
             try:
-                storage.end_job("failed", event)
+                storage.end_job(event)
             except redis.RedisError as exc:  # Redis gone again: the job's thread fails on its own
                 log.warning("could not fail job %s after the Redis restart: %s", job.job_id, exc)
         if running:
@@ -188,7 +187,7 @@ class LocalJobService(JobService):
             blob = dumps(values)
         except BaseException as exc:  # the job's own failure, or Wukong's: either way it is over
             event = job.run.event
-            if event is not None and event.get("kind") == "error":
+            if event is not None and not event.is_done:
                 job.error = error_from_event(event)
             else:
                 job.error = error_from_exception(exc)

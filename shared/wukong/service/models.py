@@ -4,15 +4,14 @@ OpenAPI document, plus the conversions between a job's ending event and its JSON
 
 from __future__ import annotations
 
-import base64
-import traceback
+import dataclasses
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wukong.config import MAX_BIG_TASK_THRESHOLD, MAX_JOB_SECONDS, MAX_PAYLOAD
-from wukong.serialization import dumps
+from wukong.job_events import EndReason, EventKind, JobEvent
 
 #: Job ids are also Step Functions execution names on AWS: 1-80 of [A-Za-z0-9_-].
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
@@ -146,42 +145,35 @@ class Problem(BaseModel):
     detail: str
 
 
-def error_from_event(event: dict) -> JobError:
-    """A failure event from storage (see ``executor.failure_event``) as its wire form."""
-    reason = event.get("reason")
-    if reason in ("timeout", "cancelled"):
-        return JobError(kind=reason, type=("wukong.errors.JobTimeoutError" if reason == "timeout"
-                                           else "wukong.errors.JobFailedError"),
-                        message=event.get("message", f"job {reason}"))
+def error_from_event(event: JobEvent) -> JobError:
+    """A job's error event (see :mod:`wukong.job_events`) as its wire form."""
+    if event.reason in (EndReason.TIMEOUT, EndReason.CANCELLED):
+        return JobError(kind=event.reason.value, type=("wukong.errors.JobTimeoutError" if event.reason is EndReason.TIMEOUT
+                                                       else "wukong.errors.JobFailedError"),
+                        message=event.message or f"job {event.reason.value}")
     return JobError(
-        kind="internal" if event.get("internal") else "task",
-        key=event.get("key"),
-        type=event.get("type") or "builtins.Exception",
-        message=event.get("message", ""),
-        traceback=event.get("traceback"),
-        worker=event.get("worker"),
-        exception=event.get("exception"),
+        kind="internal" if event.internal else "task",
+        key=event.key,
+        type=event.type or "builtins.Exception",
+        message=event.message,
+        traceback=event.traceback or None,
+        worker=event.worker,
+        exception=event.exception,
     )
 
 
 def error_from_exception(exc: BaseException) -> JobError:
     """A failure that happened outside the executors (planning, storage) as its wire form."""
-    try:
-        blob: str | None = base64.b64encode(dumps(exc)).decode()
-    except Exception:
-        blob = None
-    return JobError(kind="internal", type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    message=str(exc)[:4000], traceback="".join(traceback.format_exception(exc))[-8000:],
-                    exception=blob)
+    return error_from_event(dataclasses.replace(JobEvent.task_failed(None, exc, internal=True), key=None, worker=None))
 
 
-def event_from_error(error: JobError) -> dict:
-    """The inverse of :func:`error_from_event`, for ``wukong.job.raise_job_error``."""
+def event_from_error(error: JobError) -> JobEvent:
+    """The inverse of :func:`error_from_event`, for :func:`wukong.job_events.raise_job_error`."""
     if error.kind in ("timeout", "cancelled"):
-        return {"kind": "error", "reason": error.kind, "message": error.message}
-    return {"kind": "error", "key": error.key or "<job>", "type": error.type, "message": error.message,
-            "traceback": error.traceback or "", "exception": error.exception,
-            "internal": error.kind == "internal", "worker": error.worker or "?"}
+        return JobEvent(EventKind.ERROR, EndReason(error.kind), message=error.message)
+    return JobEvent(EventKind.ERROR, EndReason.FAILED, key=error.key or "<job>", type=error.type,
+                    message=error.message, traceback=error.traceback or "", exception=error.exception,
+                    internal=error.kind == "internal", worker=error.worker or "?")
 
 
 def explain_errors(errors: list[dict]) -> str:

@@ -17,6 +17,7 @@ from wukong.aws.finalizer import FAILURE_SETTLE_SECONDS
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, execution_arn, job_config
 from wukong.job import JobRecord, finalize_job, load_job
+from wukong.job_events import JobEvent
 from wukong.storage import JobStorage
 
 #: How long a result URL works: the client follows it at once.
@@ -125,7 +126,7 @@ class JobsApi:
         if loaded is None:
             return
         record, storage = loaded
-        storage.end_job("cancelled", {"kind": "error", "reason": "cancelled", "message": f"job {job_id} was cancelled"})
+        storage.end_job(JobEvent.cancelled(f"job {job_id} was cancelled"))
         finalize_job(storage, record, self.services.config, "cancelled", time.time() - record.created,
                      settle_timeout=FAILURE_SETTLE_SECONDS)
 
