@@ -34,7 +34,7 @@ def job_keys(stores, job_id: str) -> list[bytes]:
 
 def test_a_chunked_value_spans_every_shard_reads_back_and_is_cleaned_up(three_shards):
     stores = three_shards.stores
-    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", TTL, 1, chunk_threshold=1000)
+    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", TTL, 1, chunk_size=1000)
     big, small = os.urandom(100_001), b"\x80small"
     job.put_value(1, big)
     job.put_value(2, small)
@@ -53,7 +53,7 @@ def test_a_chunked_value_spans_every_shard_reads_back_and_is_cleaned_up(three_sh
 
 def test_chunk_count_can_be_set_and_values_under_the_threshold_stay_whole(three_shards):
     stores = three_shards.stores
-    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", TTL, 1, chunk_threshold=1000, num_chunks=7)
+    job = JobStorage(stores, f"test-{uuid.uuid4().hex[:12]}", TTL, 1, chunk_size=1000, num_chunks_for_large_tasks=7)
     job.put_value(0, b"y" * 999)
     job.put_value(3, b"z" * 5000)
     sets = stores.mds.hgetall(job.keys.chunk_counts)

@@ -283,7 +283,7 @@ class WukongConfig(BaseSettings):
         return self
 
     @property
-    def delayed_io_wait(self) -> float:
+    def resolved_delayed_io_max_wait(self) -> float:
         """The effective delayed-I/O bound in seconds (see delayed_io_max_wait)."""
         if self.delayed_io_max_wait is not None:
             return self.delayed_io_max_wait

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask._task_spec import DataNode, GraphNode, convert_legacy_graph
+from dask._task_spec import GraphNode, convert_legacy_graph
 from dask.core import flatten
 
 from wukong.errors import GraphCycleError, InvalidGraphError, MissingKeyError
@@ -205,6 +205,3 @@ def gc_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
 
-
-def is_data_only(node: GraphNode) -> bool:
-    return isinstance(node, DataNode)

@@ -34,8 +34,8 @@ class JobSettings:
     heartbeat_interval: int = 0  # seconds between liveness reports to the runtime (AWS heartbeats); 0: none
     delayed_io_max_wait: float = 0.0  # seconds a big output may wait in memory for its fan-ins; 0: never
     function_timeout: float | None = None  # the executor's time limit; delayed I/O ends well before it
-    chunk_threshold: int | None = None  # outputs this big or bigger are split over the KV shards; None: never
-    num_chunks: int | None = None  # chunks per chunked output; None: one per KV shard
+    chunk_size: int | None = None  # outputs this big or bigger are split over the KV shards; None: never
+    num_chunks_for_large_tasks: int | None = None  # chunks per chunked output; None: one per KV shard
     proxy: tuple[str, int] | None = None  # the KV proxy that takes wide fan-outs; None: executors do them
     max_task_fanout: int = 10  # fan-outs this wide go to the proxy
     value_limit: int = DEFAULT_BULK_LIMIT  # the longest string the stores take (read at planning): longer ones are chunked

@@ -107,10 +107,10 @@ def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id
         payload_limit=config.payload_limit,
         big_task_threshold=config.big_task_threshold,
         max_output_size=config.max_output_size,
-        delayed_io_max_wait=config.delayed_io_wait,
+        delayed_io_max_wait=config.resolved_delayed_io_max_wait,
         function_timeout=config.function_timeout,
-        chunk_threshold=config.chunk_size if config.chunk_large_tasks else None,
-        num_chunks=config.num_chunks_for_large_tasks,
+        chunk_size=config.chunk_size if config.chunk_large_tasks else None,
+        num_chunks_for_large_tasks=config.num_chunks_for_large_tasks,
         # a third of the heartbeat timeout, so one late report does not fail the job
         heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
         proxy=(config.proxy_address, config.proxy_port) if config.proxy_address and config.proxy_port else None,

@@ -144,8 +144,8 @@ class JobStorage:
     n_outputs: int
     stats: StorageStats = field(default_factory=StorageStats)
     span: SpanFactory | None = field(default=None, repr=False)
-    chunk_threshold: int | None = None  # values this big or bigger are chunked over the shards; None: never
-    num_chunks: int | None = None  # chunks per chunked value; None: one per shard
+    chunk_size: int | None = None  # values this big or bigger are chunked over the shards; None: never
+    num_chunks_for_large_tasks: int | None = None  # chunks per chunked value; None: one per shard
     value_limit: int = DEFAULT_BULK_LIMIT  # the longest string the servers store: longer blobs are always chunked
 
     def __post_init__(self) -> None:
@@ -154,8 +154,8 @@ class JobStorage:
     @classmethod
     def for_job(cls, stores: RedisStores, job: "JobSettings", span: SpanFactory | None = None) -> "JobStorage":
         """The view of a planned job's storage that its settings describe (what executors write with)."""
-        return cls(stores, job.job_id, job.ttl, job.n_outputs, span=span, chunk_threshold=job.chunk_threshold,
-                   num_chunks=job.num_chunks, value_limit=job.value_limit)
+        return cls(stores, job.job_id, job.ttl, job.n_outputs, span=span, chunk_size=job.chunk_size,
+                   num_chunks_for_large_tasks=job.num_chunks_for_large_tasks, value_limit=job.value_limit)
 
     # --- plan -----------------------------------------------------------------------------
     @_traced
@@ -208,7 +208,8 @@ class JobStorage:
 
     # --- blobs of any size ------------------------------------------------------------------------
     def _n_chunks(self, nbytes: int, threshold: int | None = None) -> int:
-        return decisions.chunk_count(nbytes, threshold, self.num_chunks, len(self.stores.shards), self.value_limit)
+        return decisions.chunk_count(nbytes, threshold, self.num_chunks_for_large_tasks, len(self.stores.shards),
+                                     self.value_limit)
 
     def _fit(self, key: str, data: bytes, what: str, threshold: int | None = None) -> bytes:
         """What to store at ``key`` for ``data``: the data itself, or, once its chunks are written
@@ -234,7 +235,7 @@ class JobStorage:
     def put_value(self, tid: int, data: bytes) -> None:
         key = self.keys.value(tid)
         what = f"the output of task id {tid}"
-        stored = self._fit(key, data, what, self.chunk_threshold)
+        stored = self._fit(key, data, what, self.chunk_size)
         client = self.stores.shard_for(key)
         with self._refusals(client, what, len(stored)):
             client.set(key, stored, ex=self.ttl)
@@ -272,7 +273,7 @@ class JobStorage:
         if value is not None:
             key = self.keys.value(value[0])
             if (not refs or self.stores.shard_for(key) is not self.stores.mds
-                    or self._n_chunks(len(value[1]), self.chunk_threshold) > 1):
+                    or self._n_chunks(len(value[1]), self.chunk_size) > 1):
                 self.put_value(*value)
                 value = None
         if not refs:
