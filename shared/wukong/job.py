@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,11 +343,13 @@ def describe_unfinished(storage: JobStorage, record: JobRecord, key_of: Callable
 
 def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,
                  payload_bytes: int = 0, settle_timeout: float = SETTLE_TIMEOUT,
-                 dirs_done: Callable[[list[str]], None] = remove_dirs) -> JobReport:
+                 dirs_done: Callable[[list[str]], None] = remove_dirs,
+                 runtime_keys: Sequence[str] = ()) -> JobReport:
     """Wait briefly for straggling executors' counts, delete the job's keys, and report.
 
     ``payload_bytes`` are leaf payload bytes the caller sent without counting them in the job's stats.
     ``dirs_done`` takes the local directories the job's tasks left (partd's; see wukong.scratch).
+    ``runtime_keys`` are MDS keys the runtime added (on AWS, the control plane's), deleted too.
     """
     counts = storage.read_counts()
     deadline = time.monotonic() + settle_timeout
@@ -357,7 +359,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             break
         time.sleep(0.01)
         counts = storage.read_counts()
-    dirs_done(storage.cleanup(record.n_tasks, record.n_stored_paths))
+    dirs_done(storage.cleanup(record.n_tasks, record.n_stored_paths, runtime_keys))
     mine = storage.stats
     c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
     executors = record.n_leaves + c.get("invoked", 0)

@@ -77,22 +77,3 @@ class KeySpace:
     @property
     def record(self) -> str:
         return f"{self.prefix}record"
-
-    # the AWS control plane's keys: the await state's task token, which token was notified, and
-    # the lease that lets one executor per interval send a heartbeat
-    @property
-    def task_token(self) -> str:
-        return f"{self.prefix}task-token"
-
-    @property
-    def notified(self) -> str:
-        return f"{self.prefix}notified"
-
-    @property
-    def heartbeat_lease(self) -> str:
-        return f"{self.prefix}heartbeat-lease"
-
-    @property
-    def lambda_deliveries(self) -> str:
-        """How often Lambda delivered each (start task, request id): its retries reuse the request id."""
-        return f"{self.prefix}lambda-deliveries"

@@ -448,9 +448,11 @@ class JobStorage:
 
     # --- cleanup -----------------------------------------------------------------------------
     @_traced
-    def cleanup(self, n_tasks: int, n_paths: int) -> list[str]:
-        """Delete every key the job can have written, computed from the plan (no SCAN); returns the
-        local directories its tasks left for the caller to remove (:mod:`wukong.scratch`).
+    def cleanup(self, n_tasks: int, n_paths: int, runtime_keys: Sequence[str] = ()) -> list[str]:
+        """Delete every key the job can have written, computed from the plan (no SCAN), and the MDS
+        keys its runtime added (``runtime_keys``: the AWS control plane's, see
+        ``wukong.aws.control_plane.control_plane_keys``); returns the local directories its tasks
+        left for the caller to remove (:mod:`wukong.scratch`).
 
         The job is first recorded as ended, so an executor still running (a long task, a late
         Lambda retry) stops at its next check instead of writing keys nobody will delete.
@@ -463,8 +465,8 @@ class JobStorage:
         pipe.smembers(k.scratch_dirs)
         _, chunk_counts, dirs = self.stores.execute_pipeline(pipe)
         self._count(mds=4)
-        mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.task_token, k.notified,
-                    k.heartbeat_lease, k.chunk_counts, k.lambda_deliveries, k.scratch_dirs, k.warnings]
+        mds_keys = [k.meta, k.record, k.outputs_done, k.events, k.ended, k.stats, k.chunk_counts, k.scratch_dirs,
+                    k.warnings, *runtime_keys]
         mds_keys += [k.path(p) for p in range(n_paths)]
         for make in (k.counter, k.claimer, k.started, k.result, k.waiter):
             mds_keys += [make(t) for t in range(n_tasks)]

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from wukong.aws.control_plane import StepFunctionsHooks, TaskTokenStore, cause_of, error_name, failure_cause
+from wukong.aws.control_plane import (ControlPlaneKeys, StepFunctionsHooks, TaskTokenStore, cause_of, error_name,
+                                      failure_cause)
 from wukong.aws.observability import Observability
 from wukong.job_events import JobEvent
 from wukong.invocation import JobSettings
@@ -82,4 +83,4 @@ def test_hooks_send_no_heartbeat_unless_the_job_asks_for_one(storage, monkeypatc
         big_task_threshold=1024))
     assert quiet.span is None  # tracing off: no span bookkeeping at all
     quiet.progress(storage)
-    assert not storage.stores.mds.exists(storage.keys.heartbeat_lease) and sent == []
+    assert not storage.stores.mds.exists(ControlPlaneKeys(storage.job_id).heartbeat_lease) and sent == []

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import pytest
+
+from wukong.aws.control_plane import ControlPlaneKeys
 import redis
 
 from aws_harness import LambdaContext, load_handler
@@ -28,7 +30,7 @@ from wukong.job import plan_job
 from wukong.job_events import JobEvent
 from wukong.schedule import TaskRecord
 from wukong.serialization import dumps
-from wukong.storage import JobStorage, KeySpace
+from wukong.storage import JobStorage
 from wukong.task_keys import peek_key, task_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,7 +148,7 @@ def test_an_executor_lambda_gave_up_on_fails_the_execution_naming_the_task(aws, 
     try:
         # the leaf executor is running its stuck task and the await state holds its token
         deadline = time.monotonic() + 60
-        while not (aws.router.async_events and redis_stores.mds.exists(KeySpace(handle.job_id).task_token)):
+        while not (aws.router.async_events and redis_stores.mds.exists(ControlPlaneKeys(handle.job_id).task_token)):
             assert time.monotonic() < deadline, "the job never reached its await state"
             time.sleep(0.05)
         (executor_event,) = aws.router.async_events
@@ -202,7 +204,7 @@ def test_a_copy_of_a_delivery_that_is_still_running_does_nothing(aws, redis_stor
         (payload,) = job.leaf_payloads()
         executor = load_handler("functions/executor/handler.handler")
         context = LambdaContext("wukong-executor", aws.function_arns["executor"])
-        lease = f"{KeySpace(job.settings.job_id).lambda_deliveries}:lease:{job.record.leaves[0]}:{context.aws_request_id}"
+        lease = f"{ControlPlaneKeys(job.settings.job_id).lambda_deliveries}:lease:{job.record.leaves[0]}:{context.aws_request_id}"
         redis_stores.mds.set(lease, 1, ex=30)  # the first delivery of this request is running elsewhere
         assert executor(event_of(payload), context).get("duplicate") is True
         assert storage.first_event() is None  # the copy ran nothing

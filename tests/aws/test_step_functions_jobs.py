@@ -9,10 +9,12 @@ import operator
 import numpy as np
 import pytest
 
+from wukong.aws.control_plane import ControlPlaneKeys
+
 from task_bodies import wait_for_key
 from wukong.aws.submit import fetch_result, submit_job, wait_for
 from wukong.errors import JobTimeoutError
-from wukong.storage import KeySpace
+
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,7 +76,7 @@ def test_a_job_with_a_heartbeat_takes_the_heartbeat_await_state(aws, redis_serve
     # (moto loses a callback that arrives before its heartbeat timer starts; AWS does not)
     dsk = {"x": 1, "y": (operator.add, "x", 1)}
     handle_id = "heartbeat-job"
-    dsk["gate"] = (wait_for_key, host, port, redis_server.password, KeySpace(handle_id).task_token)
+    dsk["gate"] = (wait_for_key, host, port, redis_server.password, ControlPlaneKeys(handle_id).task_token)
     dsk["z"] = (times_21, "y", "gate")
     handle = _submit(aws, dsk, "z", job_id=handle_id, config={"heartbeat_timeout": 30, "job_timeout": 90})
     assert fetch_result(handle, sfn_client=aws.sfn, s3_client=aws.s3, timeout=90) == 42

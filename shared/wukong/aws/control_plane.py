@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import JobSettings
 from wukong.job_events import EndReason, JobEvent
+from wukong.keyspace import KeySpace
 from wukong.storage import JobStorage
 
 log = logging.getLogger(__name__)
@@ -58,13 +60,45 @@ STALE_TOKEN_ERRORS = frozenset({"InvalidToken", "TaskTimedOut", "TaskDoesNotExis
 MAX_ERROR, MAX_CAUSE = 256, 32768
 
 
+@dataclass(frozen=True)
+class ControlPlaneKeys:
+    """The AWS control plane's keys of one job, in the MDS next to the job's own (``wk:<job>:``):
+    the await state's task token, which token was notified, the lease that lets one executor per
+    interval send a heartbeat, and how often Lambda delivered each (start task, request id)."""
+
+    job_id: str
+
+    @property
+    def task_token(self) -> str:
+        return f"{KeySpace(self.job_id).prefix}task-token"
+
+    @property
+    def notified(self) -> str:
+        return f"{KeySpace(self.job_id).prefix}notified"
+
+    @property
+    def heartbeat_lease(self) -> str:
+        return f"{KeySpace(self.job_id).prefix}heartbeat-lease"
+
+    @property
+    def lambda_deliveries(self) -> str:
+        """Lambda's retries reuse the request id, so deliveries are counted per (start, request id)."""
+        return f"{KeySpace(self.job_id).prefix}lambda-deliveries"
+
+
+def control_plane_keys(job_id: str) -> list[str]:
+    """What the job's cleanup deletes besides the job's own keys (``finalize_job(runtime_keys=...)``)."""
+    k = ControlPlaneKeys(job_id)
+    return [k.task_token, k.notified, k.heartbeat_lease, k.lambda_deliveries]
+
+
 class TaskTokenStore:
     """The await state's token for one job, in the MDS next to the job's events."""
 
     def __init__(self, storage: JobStorage):
         self.storage = storage
         self.mds = storage.stores.mds
-        self.keys = storage.keys
+        self.control = ControlPlaneKeys(storage.job_id)
 
     def _run(self, source: str, keys: list[str], args: list) -> Any:
         # register_script runs EVALSHA and loads the script only when the server lacks it
@@ -72,19 +106,19 @@ class TaskTokenStore:
 
     def store(self, token: str) -> JobEvent | None:
         """Keep ``token``; returns the job's first event if it already finished (send it now)."""
-        k = self.keys
-        first = self._run(_STORE_TOKEN, [k.task_token, k.notified, k.events], [token, self.storage.ttl])
+        k = self.control
+        first = self._run(_STORE_TOKEN, [k.task_token, k.notified, self.storage.keys.events], [token, self.storage.ttl])
         return None if first is None else JobEvent.from_json(first)
 
     def claim(self) -> tuple[str, JobEvent] | None:
         """(token, first event) if the job has finished and its token is stored and not yet sent."""
-        k = self.keys
-        claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, k.events], [self.storage.ttl])
+        k = self.control
+        claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, self.storage.keys.events], [self.storage.ttl])
         return None if not claimed else (claimed[0].decode(), JobEvent.from_json(claimed[1]))
 
     def heartbeat_token(self, lease_seconds: int) -> str | None:
         """The token if this caller holds the heartbeat lease for the next ``lease_seconds``."""
-        token = self._run(_HEARTBEAT_LEASE, [self.keys.heartbeat_lease, self.keys.task_token], [lease_seconds])
+        token = self._run(_HEARTBEAT_LEASE, [self.control.heartbeat_lease, self.control.task_token], [lease_seconds])
         return None if token is None else token.decode()
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from wukong.aws.control_plane import StepFunctionsHooks
+from wukong.aws.control_plane import ControlPlaneKeys, StepFunctionsHooks
 from wukong.aws.lambda_invoker import LambdaInvoker, decode_event
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
 from wukong.executor import Executor
 from wukong.invocation import Invocation
-from wukong.storage import KeySpace, RedisStores, StorageSpec, connect
+from wukong.storage import RedisStores, StorageSpec, connect
 
 
 def run_executor(event: dict, obs: Observability, context: Any = None) -> dict:
@@ -60,7 +60,7 @@ def delivery_attempt(stores: RedisStores, inv: Invocation, request_id: str) -> i
     twice with one request id: a copy arriving after the first delivery finished is recognized by
     its done mark and skipped (a copy running at the same time cannot be told from a retry, and
     re-runs; results stay correct, see docs/aws-runtime.md)."""
-    key = KeySpace(inv.job.job_id).lambda_deliveries
+    key = ControlPlaneKeys(inv.job.job_id).lambda_deliveries
     field = f"{inv.start}:{request_id}"
     pipe = stores.mds.pipeline(transaction=True)
     pipe.hincrby(key, field, 1)
@@ -72,7 +72,7 @@ def delivery_attempt(stores: RedisStores, inv: Invocation, request_id: str) -> i
 
 def mark_delivery_done(stores: RedisStores, inv: Invocation, request_id: str) -> None:
     """Record that this delivery ran to its end, so a late duplicate of it is skipped."""
-    key = KeySpace(inv.job.job_id).lambda_deliveries
+    key = ControlPlaneKeys(inv.job.job_id).lambda_deliveries
     # only while the job's keys exist: a job cleaned up meanwhile refuses late copies anyway
     stores.run_script("hset_if_exists", [key], [f"{inv.start}:{request_id}:done", 1])
 
@@ -87,7 +87,7 @@ class DeliveryLease:
 
     def __init__(self, spec: StorageSpec, inv: Invocation, request_id: str):
         self.mds = connect(spec.mds, spec)  # its own connection: the executor's is pinned to its thread
-        self.key = f"{KeySpace(inv.job.job_id).lambda_deliveries}:lease:{inv.start}:{request_id}"
+        self.key = f"{ControlPlaneKeys(inv.job.job_id).lambda_deliveries}:lease:{inv.start}:{request_id}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from dask.local import nested_get
 
-from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, error_name, failure_cause
+from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, control_plane_keys, error_name, failure_cause
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
 from wukong.job import JobRecord, describe_unfinished, finalize_job, load_job
@@ -53,7 +53,8 @@ def finalize(event: dict, obs: Observability, context: Any = None) -> dict:
         with obs.span("write results"):
             services.client("s3").put_object(Bucket=config.bucket, Key=results_key(job_id), Body=body)
         warned = unpack(storage.task_warnings())
-        report = finalize_job(storage, record, config, "succeeded", time.time() - record.created)
+        report = finalize_job(storage, record, config, "succeeded", time.time() - record.created,
+                              runtime_keys=control_plane_keys(storage.job_id))
     obs.count("JobsSucceeded", 1)
     obs.count("ResultBytes", len(body), "Bytes")
     return {"job_id": job_id, "status": "succeeded",
@@ -147,5 +148,5 @@ def _stop_and_report(storage: JobStorage, record: JobRecord, services: Services,
     storage.end_job(JobEvent.from_dict({"kind": "error", **cause, "reason": cause.get("reason") or "cancelled"}))
     status = "timed out" if cause.get("reason") == "timeout" else "failed"
     report = finalize_job(storage, record, services.config, status, time.time() - record.created,
-                          settle_timeout=FAILURE_SETTLE_SECONDS)
+                          settle_timeout=FAILURE_SETTLE_SECONDS, runtime_keys=control_plane_keys(storage.job_id))
     return report.as_dict()

@@ -148,8 +148,8 @@ class Problem(BaseModel):
 def error_from_event(event: JobEvent) -> JobError:
     """A job's error event (see :mod:`wukong.job_events`) as its wire form."""
     if event.reason in (EndReason.TIMEOUT, EndReason.CANCELLED):
-        return JobError(kind=event.reason.value, type=("wukong.errors.JobTimeoutError" if event.reason is EndReason.TIMEOUT
-                                                       else "wukong.errors.JobFailedError"),
+        raised = "JobTimeoutError" if event.reason is EndReason.TIMEOUT else "JobFailedError"
+        return JobError(kind=event.reason.value, type=f"wukong.errors.{raised}",
                         message=event.message or f"job {event.reason.value}")
     return JobError(
         kind="internal" if event.internal else "task",

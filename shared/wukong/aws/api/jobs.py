@@ -13,6 +13,7 @@ from typing import Any
 from wukong.aws.api.http import ApiError, ApiRequest, dispatch, respond
 from wukong.aws.api.status import NOT_PLANNED, Progress, status_from_execution
 from wukong.service.models import JobState
+from wukong.aws.control_plane import control_plane_keys
 from wukong.aws.finalizer import FAILURE_SETTLE_SECONDS
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, execution_arn, job_config
@@ -128,7 +129,7 @@ class JobsApi:
         record, storage = loaded
         storage.end_job(JobEvent.cancelled(f"job {job_id} was cancelled"))
         finalize_job(storage, record, self.services.config, "cancelled", time.time() - record.created,
-                     settle_timeout=FAILURE_SETTLE_SECONDS)
+                     settle_timeout=FAILURE_SETTLE_SECONDS, runtime_keys=control_plane_keys(job_id))
 
 
 def json_output(execution: dict) -> dict:
