@@ -13,6 +13,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -60,6 +61,13 @@ class Executor:
     _pending: dict[str, tuple[JobSettings, Counter]] = field(default_factory=dict, repr=False)
     _last_flush: float = field(default=0.0, repr=False)
     _proxy: ProxyClient | None = field(default=None, repr=False)
+    #: the storage view of one job; by default the Redis one (wukong.testing passes its in-memory one)
+    storage_for: Callable[[JobSettings], JobStorage] | None = field(default=None, repr=False)
+
+    def _storage(self, job: JobSettings) -> JobStorage:
+        if self.storage_for is not None:
+            return self.storage_for(job)
+        return JobStorage.for_job(self.stores, job, span=self.hooks.span)
 
     def proxy_for(self, job: JobSettings) -> ProxyClient | None:
         """The job's KV proxy client (one connection kept across invocations), or None without a proxy
@@ -74,7 +82,7 @@ class Executor:
         """Run one invocation to its end. Task errors end the job; they are not raised here."""
         started = time.perf_counter()
         job = inv.job
-        storage = JobStorage.for_job(self.stores, job, span=self.hooks.span)
+        storage = self._storage(job)
         try:
             run = _Run(self, inv, storage)  # unpickles the schedule: may fail on a task's module
         except Exception as exc:
@@ -136,7 +144,7 @@ class Executor:
             return
         for job, counts in pending.values():
             try:
-                JobStorage(self.stores, job.job_id, job.ttl, job.n_outputs).flush_counts(dict(counts))
+                self._storage(job).flush_counts(dict(counts))
             except redis.RedisError as exc:
                 # one line, and no other job tried: a hung MDS would cost each a redis_timeout
                 log.warning("could not report counts of job %s (%s: %s)", job.job_id, type(exc).__name__, exc)
