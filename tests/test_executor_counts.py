@@ -13,7 +13,7 @@ from wukong.executor import Executor
 from wukong.graph import normalize_graph
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invoker
-from wukong.job import JobRecord, plan_job
+from wukong.job import plan_job
 from wukong.serialization import loads
 from wukong.storage import JobStorage, RedisStores
 
@@ -63,15 +63,6 @@ def test_invocations_are_in_the_job_totals_before_they_are_sent_and_reach_the_ho
         assert sum(c.get("invoked", 0) for c in hooks.counts) == 9  # the metric the AWS hooks emit
         assert sum(c.get("tasks", 0) for c in hooks.counts) == len(dsk)
     finally:
-        storage.cleanup(job.plan.n_tasks, job.record.n_stored_paths)
+        storage.cleanup(job.plan.n_tasks, job.record.n_paths)
         stores.close()
 
-
-def test_a_job_record_from_before_path_segments_cleans_up_one_path_per_leaf(cluster):
-    graph = normalize_graph({"a": 1, "b": 2, "c": (add, "a", "b")}, ["c"])
-    job = plan_job(graph, cluster.stores, make_config(n_workers=1))
-    fields = {name: getattr(job.record, name) for name in JobRecord.__dataclass_fields__ if name != "n_paths"}
-    old = JobRecord(**fields)  # as unpickled from a record written without n_paths
-    assert old.n_paths is None and old.n_stored_paths == old.n_leaves == 2
-    assert job.record.n_stored_paths == len(job.plan.paths)
-    JobStorage(cluster.stores, job.settings.job_id, job.settings.ttl, 1).cleanup(job.plan.n_tasks, old.n_stored_paths)

@@ -60,13 +60,7 @@ class JobRecord:
     n_tasks: int
     plan_seconds: float
     created: float  # wall clock (time.time()) when planning started
-    # stored path segments (keys to delete): leaves plus later segments of long paths; None in a
-    # record written before paths had segments, when there was one path per leaf
-    n_paths: int | None = None
-
-    @property
-    def n_stored_paths(self) -> int:
-        return self.n_leaves if self.n_paths is None else self.n_paths
+    n_paths: int  # stored path segments (keys to delete): leaves plus later segments of long paths
 
     @property
     def n_leaves(self) -> int:
@@ -359,7 +353,7 @@ def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, s
             break
         time.sleep(0.01)
         counts = storage.read_counts()
-    dirs_done(storage.cleanup(record.n_tasks, record.n_stored_paths, runtime_keys))
+    dirs_done(storage.cleanup(record.n_tasks, record.n_paths, runtime_keys))
     mine = storage.stats
     c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
     executors = record.n_leaves + c.get("invoked", 0)
