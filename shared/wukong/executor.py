@@ -128,7 +128,7 @@ class Executor:
     def fail(self, storage: JobStorage, event: JobEvent) -> None:
         """End the job with ``event``; the first failure is the one reported (and notified)."""
         if storage.end_job(event):
-            self.hooks.job_ended(storage)
+            self.hooks.job_ended(storage.context)
 
     def _add_counts(self, job: JobSettings, counts: Counter) -> None:
         if job.job_id in self._pending:
@@ -177,13 +177,13 @@ class _Run:
         self.caught: list[warnings.WarningMessage] = []  # warnings raised so far (see execute)
         self._carry_out = {
             ClaimStart: lambda i: StartClaimed(storage.claim_start(i.tid, i.attempt)),
-            ReportProgress: lambda i: executor.hooks.progress(storage),
+            ReportProgress: lambda i: executor.hooks.progress(storage.context),
             ReadSegment: lambda i: SegmentRead(loads(storage.get_path(i.segment)).records),
             CheckEnded: self._check_ended,
             FetchInputs: self._fetch_inputs,
             RunTask: self._run_task,
             PublishResult: lambda i: ResultPublished(storage.store_result(i.tid, i.blob)),
-            NotifyJobEnded: lambda i: executor.hooks.job_ended(storage),
+            NotifyJobEnded: lambda i: executor.hooks.job_ended(storage.context),
             StoreValue: lambda i: storage.put_value(i.tid, i.blob),
             BumpCounters: lambda i: CountersBumped(storage.bump_counters(i.refs, i.value, i.claimer, i.retry)),
             Invoke: self._invoke,
@@ -218,7 +218,7 @@ class _Run:
         self.executor.hooks.running_counts_reported()
         if self.storage.has_ended():
             return EndedChecked(True)
-        self.executor.hooks.progress(self.storage)
+        self.executor.hooks.progress(self.storage.context)
         return EndedChecked(False)
 
     def _fetch_inputs(self, fetch: FetchInputs) -> InputsFetched:

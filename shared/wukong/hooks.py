@@ -7,10 +7,23 @@ subsegments, Step Functions callbacks and CloudWatch metrics without the core im
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wukong.storage import JobStorage, SpanFactory
+    from wukong.storage import SpanFactory
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a hook knows of the job it runs in: its id and TTL, and the metadata store holding the
+    job's event list, next to which a runtime keeps its own keys (the AWS task token). Not the
+    job's storage: a hook cannot store values, bump counters or end the job."""
+
+    job_id: str
+    ttl: int
+    mds: Any  # a redis.Redis client; None in the in-memory backend
+    events_key: str
 
 
 class ExecutorHooks:
@@ -32,13 +45,13 @@ class ExecutorHooks:
         """Counts of finished invocations not yet reported, by job id: (job ttl, counts); the
         running invocation's are among them now. Called again with ``{}`` once they are reported."""
 
-    def job_ended(self, storage: JobStorage) -> None:
+    def job_ended(self, job: JobContext) -> None:
         """This executor stored the job's last requested result, or recorded the job's first failure.
 
         Called at most once per job and executor; whoever awaits the job can be told now.
         """
 
-    def progress(self, storage: JobStorage) -> None:
+    def progress(self, job: JobContext) -> None:
         """The job is making progress (an invocation started, or a periodic check passed)."""
 
     def invocation_done(self, counts: Mapping[str, float]) -> None:

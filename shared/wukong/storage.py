@@ -22,6 +22,7 @@ import redis
 from uhashring import HashRing
 
 from wukong import chunks, decisions, redis_scripts
+from wukong.hooks import JobContext
 from wukong.job_events import JobEvent
 from wukong.keyspace import KeySpace  # noqa: F401  (re-exported: callers know it as storage's)
 # re-exported: most callers know these as storage's
@@ -150,6 +151,11 @@ class JobStorage:
 
     def __post_init__(self) -> None:
         self.keys = KeySpace(self.job_id)
+
+    @property
+    def context(self) -> JobContext:
+        """The narrow view of this job that executor hooks get."""
+        return JobContext(self.job_id, self.ttl, self.stores.mds, self.keys.events)
 
     @classmethod
     def for_job(cls, stores: RedisStores, job: "JobSettings", span: SpanFactory | None = None) -> "JobStorage":

@@ -21,6 +21,7 @@ from dask.local import nested_get
 
 from wukong.executor import Executor
 from wukong.graph import normalize_graph
+from wukong.hooks import JobContext
 from wukong.invocation import Invoker, JobSettings
 from wukong.job import dump_paths, leaf_payload
 from wukong.job_events import JobEvent, raise_job_error
@@ -51,6 +52,10 @@ class MemoryJob:
     _waiters: dict[int, int] = field(default_factory=dict)
     _started: dict[int, int] = field(default_factory=dict)
     warnings: list[bytes] = field(default_factory=list)
+
+    @property
+    def context(self) -> JobContext:
+        return JobContext(self.job_id, 3600, None, "memory:events")
 
     def claim_start(self, tid: int, attempt: int) -> str:
         if self.ended:

@@ -25,7 +25,7 @@ def storage(redis_stores):
 
 
 def test_token_stored_first_then_the_finishing_executor_claims_it_once(storage):
-    tokens = TaskTokenStore(storage)
+    tokens = TaskTokenStore(storage.context)
     assert tokens.store("token-1") is None  # the job is still running: nothing to send yet
     assert tokens.claim() is None  # not finished: nothing to claim
     assert storage.store_result(0, b"value")  # the job's last (only) result
@@ -34,7 +34,7 @@ def test_token_stored_first_then_the_finishing_executor_claims_it_once(storage):
 
 
 def test_job_finished_first_then_the_waiter_sends(storage):
-    tokens = TaskTokenStore(storage)
+    tokens = TaskTokenStore(storage.context)
     assert storage.store_result(0, b"value")
     assert tokens.claim() is None  # no token yet: the executor leaves it to the waiter
     assert tokens.store("token-1") == JobEvent.done()
@@ -45,7 +45,7 @@ def test_job_finished_first_then_the_waiter_sends(storage):
 
 
 def test_the_outcome_is_always_the_first_event(storage):
-    tokens = TaskTokenStore(storage)
+    tokens = TaskTokenStore(storage.context)
     tokens.store("token-1")
     event = JobEvent.task_failed("b", ZeroDivisionError("division by zero"))
     assert storage.end_job(event)
@@ -55,7 +55,7 @@ def test_the_outcome_is_always_the_first_event(storage):
 
 
 def test_one_heartbeat_per_lease(storage):
-    tokens = TaskTokenStore(storage)
+    tokens = TaskTokenStore(storage.context)
     assert tokens.heartbeat_token(30) is None  # no token stored yet
     tokens.store("token-1")
     assert tokens.heartbeat_token(30) == "token-1"
@@ -76,11 +76,11 @@ def test_failure_cause_names_the_task_and_fits_step_functions_limits():
 def test_hooks_send_no_heartbeat_unless_the_job_asks_for_one(storage, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     sent = []
-    tokens = TaskTokenStore(storage)
+    tokens = TaskTokenStore(storage.context)
     tokens.store("token-1")
     quiet = StepFunctionsHooks(Observability.create("test"), lambda: sent.append("client"), JobSettings(
         job_id=storage.job_id, storage=storage.stores.spec, ttl=60, n_outputs=1, payload_limit=4096,
         big_task_threshold=1024))
     assert quiet.span is None  # tracing off: no span bookkeeping at all
-    quiet.progress(storage)
+    quiet.progress(storage.context)
     assert not storage.stores.mds.exists(ControlPlaneKeys(storage.job_id).heartbeat_lease) and sent == []

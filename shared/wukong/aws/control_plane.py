@@ -14,11 +14,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from wukong.hooks import ExecutorHooks
+from wukong.hooks import ExecutorHooks, JobContext
 from wukong.invocation import JobSettings
 from wukong.job_events import EndReason, JobEvent
 from wukong.keyspace import KeySpace
-from wukong.storage import JobStorage
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +94,10 @@ def control_plane_keys(job_id: str) -> list[str]:
 class TaskTokenStore:
     """The await state's token for one job, in the MDS next to the job's events."""
 
-    def __init__(self, storage: JobStorage):
-        self.storage = storage
-        self.mds = storage.stores.mds
-        self.control = ControlPlaneKeys(storage.job_id)
+    def __init__(self, job: JobContext):
+        self.job = job
+        self.mds = job.mds
+        self.control = ControlPlaneKeys(job.job_id)
 
     def _run(self, source: str, keys: list[str], args: list) -> Any:
         # register_script runs EVALSHA and loads the script only when the server lacks it
@@ -107,13 +106,13 @@ class TaskTokenStore:
     def store(self, token: str) -> JobEvent | None:
         """Keep ``token``; returns the job's first event if it already finished (send it now)."""
         k = self.control
-        first = self._run(_STORE_TOKEN, [k.task_token, k.notified, self.storage.keys.events], [token, self.storage.ttl])
+        first = self._run(_STORE_TOKEN, [k.task_token, k.notified, self.job.events_key], [token, self.job.ttl])
         return None if first is None else JobEvent.from_json(first)
 
     def claim(self) -> tuple[str, JobEvent] | None:
         """(token, first event) if the job has finished and its token is stored and not yet sent."""
         k = self.control
-        claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, self.storage.keys.events], [self.storage.ttl])
+        claimed = self._run(_CLAIM_TOKEN, [k.task_token, k.notified, self.job.events_key], [self.job.ttl])
         return None if not claimed else (claimed[0].decode(), JobEvent.from_json(claimed[1]))
 
     def heartbeat_token(self, lease_seconds: int) -> str | None:
@@ -187,16 +186,16 @@ class StepFunctionsHooks(ExecutorHooks):
     def task_started(self, key: object) -> None:
         self.obs.logger.append_keys(task_key=repr(key))
 
-    def job_ended(self, storage: JobStorage) -> None:
-        claimed = TaskTokenStore(storage).claim()
+    def job_ended(self, job: JobContext) -> None:
+        claimed = TaskTokenStore(job).claim()
         if claimed is not None:
             token, event = claimed
-            send_outcome(self.sfn_factory(), token, storage.job_id, event)
+            send_outcome(self.sfn_factory(), token, job.job_id, event)
             self.obs.logger.info("sent the job's outcome to Step Functions", extra={"outcome": event.kind.value})
 
-    def progress(self, storage: JobStorage) -> None:
+    def progress(self, job: JobContext) -> None:
         if self.job.heartbeat_interval:
-            token = TaskTokenStore(storage).heartbeat_token(self.job.heartbeat_interval)
+            token = TaskTokenStore(job).heartbeat_token(self.job.heartbeat_interval)
             if token is not None:
                 send_heartbeat(self.sfn_factory(), token)
 

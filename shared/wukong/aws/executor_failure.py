@@ -122,7 +122,7 @@ def fail_job(record: dict, obs: Observability, context: Any = None) -> dict:
         obs.logger.append_keys(task_key=key)
         first = storage.end_job(JobEvent.task_failed(None, failure_error(failed, key), shown_key=key))
         # the same callback a failing executor sends: claims the token only if it is stored and unsent
-        StepFunctionsHooks(obs, lambda: services.client("stepfunctions"), inv.job).job_ended(storage)
+        StepFunctionsHooks(obs, lambda: services.client("stepfunctions"), inv.job).job_ended(storage.context)
     obs.count("JobsFailed", int(first))
     obs.logger.warning("failed the job: Lambda gave up on an executor",
                        extra={"reason": failed.reason(), "attempts": failed.attempts})

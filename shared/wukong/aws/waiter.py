@@ -20,7 +20,7 @@ def store_token(event: dict, obs: Observability, context: Any = None) -> dict:
     obs.logger.append_keys(job_id=job_id)
     with Services(job_config()) as services:
         _, storage = load_job(services.stores(), job_id)
-        finished = TaskTokenStore(storage).store(token)
+        finished = TaskTokenStore(storage.context).store(token)
         if finished is not None:
             send_outcome(services.client("stepfunctions"), token, job_id, finished)
             obs.logger.info("the job had already finished: sent its outcome", extra={"outcome": finished.kind.value})
