@@ -18,7 +18,7 @@ import wukong.executor
 from wukong.config import make_config
 from wukong.graph import normalize_graph
 from wukong.invocation import Invoker
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.local.workers import FLUSH_INTERVAL
 from wukong.serialization import loads
 from wukong.storage import JobStorage, RedisStores

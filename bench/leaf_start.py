@@ -14,7 +14,7 @@ from operator import add
 from wukong import LocalCluster
 from wukong.graph import normalize_graph
 from wukong.invocation import ParallelInvoker
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.local.workers import RedisQueueInvoker
 
 

@@ -13,7 +13,7 @@ from wukong.executor import Executor
 from wukong.graph import normalize_graph
 from wukong.hooks import ExecutorHooks
 from wukong.invocation import Invoker
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.serialization import loads
 from wukong.storage import JobStorage, RedisStores
 

@@ -1,8 +1,9 @@
 """One job's life on any backend: plan, invoke the leaves, await completion, finalize.
 
 :class:`JobRun` is the plain orchestration that the local runtime runs in the client process; on
-AWS, Step Functions runs the same steps as states, calling :func:`plan_job`, :func:`leaf_payload`
-and :func:`finalize_job` from separate Lambdas that share only the :class:`JobRecord` in the MDS.
+AWS, Step Functions runs the same steps as states, calling :func:`~wukong.planning.plan_job`,
+:func:`~wukong.planning.leaf_payload` and :func:`~wukong.finalize.finalize_job` from separate
+Lambdas that share only the :class:`~wukong.planning.JobRecord` in the MDS.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -21,153 +20,25 @@ from dask._task_spec import DataNode
 from dask.local import nested_get
 
 from wukong.config import WukongConfig
-from wukong.errors import RedisUnavailableError, SerializationError, job_interrupted
+from wukong.errors import RedisUnavailableError, job_interrupted
+from wukong.finalize import SETTLE_TIMEOUT, describe_unfinished, finalize_job
 from wukong.graph import TaskGraph
-from wukong.invocation import Invocation, Invoker, JobSettings
-from wukong.job_events import REDIS_UNAVAILABLE, JobEvent, raise_job_error  # noqa: F401  (re-exported)
+from wukong.invocation import Invoker
+from wukong.job_events import REDIS_UNAVAILABLE, JobEvent, raise_job_error
+from wukong.planning import JobRecord, new_job_id, plan_job
 from wukong.redis_connection import address, unavailable
-from wukong.report import JobReport, estimate_lambda_cost
-from wukong.schedule import JobPlan, generate_schedules
+from wukong.report import JobReport
 from wukong.scratch import ScratchDirs, remove_dirs
-from wukong.serialization import dumps, loads
-from wukong.storage import JobStorage, RedisStores, StorageSpec
+from wukong.serialization import loads
+from wukong.storage import JobStorage, RedisStores
 from wukong.task_warnings import TaskWarning, reissue, unpack
-from wukong.unfinished import SHOWN, KeyOrId, find_unfinished
 
 log = logging.getLogger(__name__)
 
-#: How long finalize waits for straggling executors to report their counts.
-SETTLE_TIMEOUT = 2.0
 #: The most each cleanup call may wait after the job lost a Redis server (and redis_timeout, if less).
 LOST_REDIS_BUDGET = 2.0
 
 ProgressCallback = Callable[[int, int], None]  # (tasks done, total)
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """What the steps after planning need to know about a job. Stored in the MDS by :func:`plan_job`
-    (plain data only), so the AWS invoker and finalizer Lambdas need neither the graph nor the plan."""
-
-    settings: JobSettings
-    leaves: tuple[int, ...]  # the leaf task id of each path, by path id (= the path's first segment)
-    outputs: tuple[tuple[int, Hashable], ...]  # (task id, Dask key) of each requested output
-    requested: Any  # the keys as the caller asked for them (possibly nested lists)
-    n_tasks: int
-    plan_seconds: float
-    created: float  # wall clock (time.time()) when planning started
-    n_paths: int  # stored path segments (keys to delete): leaves plus later segments of long paths
-
-    @property
-    def n_leaves(self) -> int:
-        return len(self.leaves)
-
-
-@dataclass
-class PlannedJob:
-    """A planned job: its schedules and record are in the MDS."""
-
-    record: JobRecord
-    plan: JobPlan
-    path_blobs: list[bytes]
-
-    @property
-    def settings(self) -> JobSettings:
-        return self.record.settings
-
-    def leaf_payloads(self) -> list[bytes]:
-        return [leaf_payload(self.settings, p.leaf, p.pid, blob)
-                for p, blob in zip(self.plan.leaf_paths, self.path_blobs)]
-
-
-def plan_job(graph: TaskGraph, stores: RedisStores, config: WukongConfig, job_id: str | None = None,
-             spec: StorageSpec | None = None) -> PlannedJob:
-    """Generate the static schedules and write them, with the job's record, to the MDS.
-
-    ``spec`` is the storage spec the executors are told about (default: ``stores.spec``); on AWS it
-    carries no password, because executors connect with their own credentials.
-    """
-    created, t0 = time.time(), time.perf_counter()
-    plan = generate_schedules(graph)
-    settings = JobSettings(
-        job_id=job_id or new_job_id(),
-        storage=spec or stores.spec,
-        ttl=config.job_ttl,
-        n_outputs=len(plan.output_ids),
-        payload_limit=config.payload_limit,
-        big_task_threshold=config.big_task_threshold,
-        max_output_size=config.max_output_size,
-        delayed_io_max_wait=config.resolved_delayed_io_max_wait,
-        function_timeout=config.function_timeout,
-        chunk_size=config.chunk_size if config.chunk_large_tasks else None,
-        num_chunks_for_large_tasks=config.num_chunks_for_large_tasks,
-        # a third of the heartbeat timeout, so one late report does not fail the job
-        heartbeat_interval=max(1, config.heartbeat_timeout // 3) if config.heartbeat_timeout else 0,
-        proxy=(config.proxy_address, config.proxy_port) if config.proxy_address and config.proxy_port else None,
-        max_task_fanout=config.max_task_fanout,
-        value_limit=stores.value_limit(),
-    )
-    storage = JobStorage.for_job(stores, settings)
-    blobs = dump_paths(plan)
-    record = JobRecord(
-        settings=settings,
-        leaves=tuple(p.leaf for p in plan.leaf_paths),  # leaves[i] starts path segment i
-        outputs=tuple((tid, graph.keys[tid]) for tid in plan.output_ids),
-        requested=graph.requested,
-        n_tasks=plan.n_tasks,
-        plan_seconds=time.perf_counter() - t0,
-        created=created,
-        n_paths=len(plan.paths),
-    )
-    storage.write_plan(blobs, {"n_tasks": plan.n_tasks, "n_paths": len(plan.paths), "created": created},
-                       record=dumps(record))
-    return PlannedJob(record, plan, blobs)
-
-
-def dump_paths(plan: JobPlan) -> list[bytes]:
-    """Every path serialized; a task that cannot be (a lock or a socket in the graph) is named."""
-    blobs = []
-    for path in plan.paths:
-        try:
-            blobs.append(dumps(path))
-        except Exception as exc:
-            raise unserializable_task(((r.key, r.node) for r in path.records.values()), exc) from exc
-    return blobs
-
-
-def unserializable_task(tasks: Iterable[tuple[Hashable, Any]], exc: Exception) -> SerializationError:
-    """The error for a graph that did not serialize (``exc``), naming the first of ``tasks`` (key,
-    node) that does not serialize on its own."""
-    for key, node in tasks:
-        try:
-            dumps(node)
-        except Exception as inner:
-            return SerializationError(
-                f"task {key!r} cannot be serialized to send it to an executor ({type(inner).__name__}: "
-                f"{inner}); a task's function and arguments must pickle, so create locks, open files, sockets "
-                "and clients inside the task instead of putting them in the graph")
-    return SerializationError(f"the graph cannot be serialized ({type(exc).__name__}: {exc})")
-
-
-def load_job(stores: RedisStores, job_id: str) -> tuple[JobRecord, JobStorage]:
-    """The record of a planned job and a storage view of it; LookupError if the MDS does not know it."""
-    record: JobRecord = loads(JobStorage(stores, job_id, ttl=60, n_outputs=0).get_record())
-    settings = record.settings
-    return record, JobStorage.for_job(stores, settings)
-
-
-def leaf_payload(settings: JobSettings, leaf: int, pid: int, path_blob: bytes | None) -> bytes:
-    """The invocation that starts a leaf's executor, with its whole path inline while it fits."""
-    inv = Invocation(job=settings, start=leaf, start_path=pid, path_blob=path_blob)
-    data = dumps(inv)
-    if len(data) > settings.payload_limit and path_blob is not None:
-        inv.path_blob = None  # the executor reads its path from the MDS instead
-        data = dumps(inv)
-    return data
 
 
 class JobRun:
@@ -319,71 +190,3 @@ class JobRun:
 
     def _unfinished(self, storage: JobStorage, record: JobRecord) -> str:
         return describe_unfinished(storage, record, self.graph.keys.__getitem__)
-
-
-def describe_unfinished(storage: JobStorage, record: JobRecord, key_of: Callable[[int], Hashable]) -> str:
-    """Which leaf invocations never started and which outputs were never stored ("" if none).
-
-    ``key_of`` gives a task id's Dask key; it is asked only for the few unstarted leaves a message
-    names (on AWS each costs a schedule read), the others are counted.
-    """
-    outputs = [tid for tid, _ in record.outputs]
-    started, stored = storage.progress_marks(record.leaves, outputs)
-    keys = KeyOrId(record.outputs)
-    for leaf in [t for t, ok in zip(record.leaves, started) if not ok][:SHOWN]:
-        keys[leaf] = key_of(leaf)
-    return find_unfinished(keys, record.leaves, started, outputs, stored).describe()
-
-
-def finalize_job(storage: JobStorage, record: JobRecord, config: WukongConfig, status: str, wall_seconds: float,
-                 payload_bytes: int = 0, settle_timeout: float = SETTLE_TIMEOUT,
-                 dirs_done: Callable[[list[str]], None] = remove_dirs,
-                 runtime_keys: Sequence[str] = ()) -> JobReport:
-    """Wait briefly for straggling executors' counts, delete the job's keys, and report.
-
-    ``payload_bytes`` are leaf payload bytes the caller sent without counting them in the job's stats.
-    ``dirs_done`` takes the local directories the job's tasks left (partd's; see wukong.scratch).
-    ``runtime_keys`` are MDS keys the runtime added (on AWS, the control plane's), deleted too.
-    """
-    counts = storage.read_counts()
-    deadline = time.monotonic() + settle_timeout
-    # every execution ends finished or lost (its worker died; the local pool counts those)
-    while counts.get("executors_finished", 0) + counts.get("executors_lost", 0) < record.n_leaves + counts.get("invoked", 0):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-        counts = storage.read_counts()
-    dirs_done(storage.cleanup(record.n_tasks, record.n_paths, runtime_keys))
-    mine = storage.stats
-    c = {k: int(v) for k, v in counts.items() if k not in ("busy_seconds", "task_seconds")}
-    executors = record.n_leaves + c.get("invoked", 0)
-    busy = counts.get("busy_seconds", 0.0)
-    return JobReport(
-        job_id=record.settings.job_id,
-        status=status,
-        n_tasks=record.n_tasks,
-        n_leaves=record.n_leaves,
-        tasks_run=c.get("tasks", 0),
-        executors_invoked=executors,
-        proxy_invokes=c.get("proxy_invoked", 0),
-        delayed_io_claims=c.get("delayed_io_claims", 0),
-        delayed_io_writes=c.get("delayed_io_writes", 0),
-        duplicates_dropped=c.get("duplicates_dropped", 0),
-        executors_finished=c.get("executors_finished", 0),
-        executors_lost=c.get("executors_lost", 0),
-        mds_ops=c.get("mds_ops", 0) + mine.mds_ops,
-        kv_ops=c.get("kv_ops", 0) + mine.kv_ops,
-        round_trips=c.get("round_trips", 0) + mine.round_trips,
-        kv_bytes_written=c.get("kv_bytes_written", 0),
-        kv_bytes_read=c.get("kv_bytes_read", 0),
-        payload_bytes=c.get("payload_bytes", 0) + payload_bytes,
-        result_bytes=mine.mds_bytes_read,
-        plan_seconds=record.plan_seconds,
-        wall_seconds=wall_seconds,
-        executor_seconds=busy,
-        task_seconds=counts.get("task_seconds", 0.0),
-        estimated_cost_usd=estimate_lambda_cost(
-            executors, busy, config.lambda_memory_mb, config.lambda_price_per_gb_second,
-            config.lambda_price_per_request,
-        ),
-    )

@@ -23,7 +23,7 @@ from wukong.executor import Executor
 from wukong.graph import normalize_graph
 from wukong.hooks import JobContext
 from wukong.invocation import Invoker, JobSettings
-from wukong.job import dump_paths, leaf_payload
+from wukong.planning import dump_paths, leaf_payload
 from wukong.job_events import JobEvent, raise_job_error
 from wukong.redis_connection import StorageSpec
 from wukong.schedule import DependentRef, generate_schedules

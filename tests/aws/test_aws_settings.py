@@ -15,7 +15,7 @@ from wukong.aws.planner import MAP_CONCURRENCY, await_settings, leaf_batches
 from wukong.aws.services import check_job_id, execution_arn, job_config
 from wukong.config import WukongConfig
 from wukong.graph import normalize_graph
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.storage import JobStorage, spec_from_config
 
 

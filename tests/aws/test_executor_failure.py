@@ -26,7 +26,7 @@ from wukong.aws.submit import submit_job, wait_for
 from wukong.config import make_config
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
 from wukong.graph import normalize_graph
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.job_events import JobEvent
 from wukong.schedule import TaskRecord
 from wukong.serialization import dumps

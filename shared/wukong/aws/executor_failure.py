@@ -24,7 +24,7 @@ from wukong.aws.services import Services, check_job_id, job_config
 from wukong.errors import ExecutorCrashedError, FunctionTimeoutError
 from wukong.job_events import JobEvent
 from wukong.invocation import Invocation
-from wukong.job import load_job
+from wukong.planning import load_job
 from wukong.task_keys import task_key
 
 #: Classes an executor envelope holds (see wukong.invocation); anything else is refused.

@@ -16,7 +16,8 @@ from dask.local import nested_get
 from wukong.aws.control_plane import MAX_CAUSE, MAX_ERROR, control_plane_keys, error_name, failure_cause
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
-from wukong.job import JobRecord, describe_unfinished, finalize_job, load_job
+from wukong.finalize import describe_unfinished, finalize_job
+from wukong.planning import JobRecord, load_job
 from wukong.job_events import JobEvent
 from wukong.serialization import dumps, loads
 from wukong.storage import JobStorage

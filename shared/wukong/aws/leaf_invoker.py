@@ -11,7 +11,7 @@ from typing import Any
 from wukong.aws.lambda_invoker import LambdaInvoker
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, job_config
-from wukong.job import leaf_payload, load_job
+from wukong.planning import leaf_payload, load_job
 
 
 def invoke_leaves(event: dict, obs: Observability, context: Any = None) -> dict:

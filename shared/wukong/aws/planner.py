@@ -16,7 +16,7 @@ from wukong.aws.services import Services, check_job_id, job_config
 from wukong.config import WukongConfig
 from wukong.graph import normalize_graph
 from wukong.graph_checks import check_shared_nothing
-from wukong.job import plan_job
+from wukong.planning import plan_job
 from wukong.serialization import loads
 from wukong.storage import JobStorage
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from wukong.errors import JobFailedError
 from wukong.graph import to_task_mapping
-from wukong.job import new_job_id
+from wukong.planning import new_job_id
 from wukong.job_events import JobEvent, raise_job_error
 from wukong.serialization import dumps, loads
 

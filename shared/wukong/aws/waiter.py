@@ -11,7 +11,7 @@ from typing import Any
 from wukong.aws.control_plane import TaskTokenStore, send_outcome
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, job_config
-from wukong.job import load_job
+from wukong.planning import load_job
 
 
 def store_token(event: dict, obs: Observability, context: Any = None) -> dict:

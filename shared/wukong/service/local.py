@@ -19,7 +19,8 @@ from redis.retry import Retry
 from wukong.config import WukongConfig, make_config
 from wukong.job_events import REDIS_UNAVAILABLE, EndReason, EventKind, JobEvent
 from wukong.graph import TaskGraph
-from wukong.job import JobRun, new_job_id
+from wukong.job import JobRun
+from wukong.planning import new_job_id
 from wukong.report import JobReport
 from wukong.serialization import dumps
 from wukong.service.base import (

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from wukong.errors import WukongError
 from wukong.graph import TaskGraph
-from wukong.job import unserializable_task
+from wukong.planning import unserializable_task
 from wukong.serialization import dumps
 from wukong.service.base import (
     BadRequestError,

@@ -21,7 +21,7 @@ from wukong.aws.api.http import ApiError, ApiRequest, dispatch, respond
 from wukong.aws.api.status import status_from_execution
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, job_config
-from wukong.job import new_job_id
+from wukong.planning import new_job_id
 from wukong.service.models import (
     AWS_INLINE_GRAPH_LIMIT,
     PICKLE_MEDIA_TYPE,

@@ -17,7 +17,8 @@ from wukong.aws.control_plane import control_plane_keys
 from wukong.aws.finalizer import FAILURE_SETTLE_SECONDS
 from wukong.aws.observability import Observability
 from wukong.aws.services import Services, check_job_id, execution_arn, job_config
-from wukong.job import JobRecord, finalize_job, load_job
+from wukong.finalize import finalize_job
+from wukong.planning import JobRecord, load_job
 from wukong.job_events import JobEvent
 from wukong.storage import JobStorage
 
